@@ -1,0 +1,22 @@
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using StatsCache.Catalog;
+using StatsCache.Source;
+
+namespace StatsCache.Cache;
+
+/// <summary>What every dashboard grain needs, in one silo-wide service: the catalog and a way to make its entries.</summary>
+public sealed class DashboardCache(
+    DashboardCatalog catalog,
+    IDashboardSource source,
+    IOptions<DashboardCacheOptions> options,
+    TimeProvider time,
+    ILoggerFactory loggerFactory)
+{
+    private readonly ILogger _logger = loggerFactory.CreateLogger<DashboardCache>();
+
+    public DashboardCatalog Catalog { get; } = catalog;
+
+    internal DashboardEntries CreateEntries(IGrainBase grain, DashboardScope scope) =>
+        new(grain, source, scope, options.Value, time, _logger);
+}

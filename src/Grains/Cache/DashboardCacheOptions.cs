@@ -1,0 +1,37 @@
+using System.ComponentModel.DataAnnotations;
+
+namespace StatsCache.Cache;
+
+/// <summary>How grains load, refresh, retry and forget dashboard entries (section <c>StatsCache:Cache</c>).</summary>
+public sealed class DashboardCacheOptions
+{
+    public const string SectionName = "StatsCache:Cache";
+
+    /// <summary>A load running longer than this is cancelled on the database and counts as failed.</summary>
+    [Range(typeof(TimeSpan), "00:00:00.100", "00:10:00")]
+    public TimeSpan LoadTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>The first retry after a failed load; each further failure doubles it.</summary>
+    [Range(typeof(TimeSpan), "00:00:00.010", "01:00:00")]
+    public TimeSpan RetryBaseDuration { get; set; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>The longest wait between retries of a failing load.</summary>
+    [Range(typeof(TimeSpan), "00:00:00.010", "01:00:00")]
+    public TimeSpan RetryMaxDuration { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>The oldest snapshot still served (marked stale) while loads fail; older answers 503.</summary>
+    [Range(typeof(TimeSpan), "00:00:01", "7.00:00:00")]
+    public TimeSpan MaxStaleDuration { get; set; } = TimeSpan.FromHours(1);
+
+    /// <summary>An entry nobody read for this many TTLs stops refreshing and is dropped.</summary>
+    [Range(1, 1000)]
+    public int IdleTtlMultiple { get; set; } = 3;
+
+    /// <summary>Each refresh comes up to this fraction of the TTL early, so entries do not refresh in step.</summary>
+    [Range(0.0, 0.5)]
+    public double RefreshJitter { get; set; } = 0.1;
+
+    /// <summary>The most entries (view and parameter combinations) one grain keeps; the least recently read goes first.</summary>
+    [Range(1, 10_000)]
+    public int MaxEntriesPerGrain { get; set; } = 32;
+}

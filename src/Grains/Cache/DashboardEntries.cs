@@ -1,0 +1,240 @@
+using System.Buffers.Text;
+using System.Security.Cryptography;
+using Microsoft.Extensions.Logging;
+using StatsCache.Catalog;
+using StatsCache.Source;
+
+namespace StatsCache.Cache;
+
+/// <summary>
+/// The cached entries of one grain: one per (view, canonical parameters). Runs on the grain's
+/// scheduler, so no locks: state changes only between awaits. The grain must be reentrant, so
+/// that reads interleave with loads and concurrent readers of a cold entry await the same load.
+/// </summary>
+internal sealed partial class DashboardEntries(
+    IGrainBase grain,
+    IDashboardSource source,
+    DashboardScope scope,
+    DashboardCacheOptions options,
+    TimeProvider time,
+    ILogger logger) : IDisposable
+{
+    private readonly Dictionary<(string View, string Parameters), Entry> _entries = [];
+    private readonly CancellationTokenSource _lifetime = new();
+
+    public ValueTask<DashboardResult> GetAsync(ViewDefinition view, DashboardRequest request)
+    {
+        var entry = GetOrAdd(view, request.Parameters);
+        var now = time.GetUtcNow();
+        entry.LastReadAt = now;
+
+        // A cold entry loads (or joins the load in flight) unless a failed load is backing off:
+        // then readers get 503 at once instead of turning an outage into a query per request.
+        var mustLoad = request.Refresh
+            || (entry.Snapshot is null && (entry.InFlight is not null || now >= entry.NextRefreshAt));
+        return mustLoad ? LoadThenReadAsync(entry) : new ValueTask<DashboardResult>(Read(entry, now));
+    }
+
+    public void Dispose()
+    {
+        _lifetime.Cancel();
+        foreach (var entry in _entries.Values)
+        {
+            entry.Timer.Dispose();
+        }
+
+        _entries.Clear();
+        _lifetime.Dispose();
+    }
+
+    private async ValueTask<DashboardResult> LoadThenReadAsync(Entry entry)
+    {
+        await LoadAsync(entry);
+        return Read(entry, time.GetUtcNow());
+    }
+
+    private Entry GetOrAdd(ViewDefinition view, string parameters)
+    {
+        if (_entries.TryGetValue((view.Name, parameters), out var entry))
+        {
+            return entry;
+        }
+
+        // Callers send the canonical key (BoundParameters.Key), so equal requests always find one entry.
+        if (!view.TryBindKey(parameters, out var bound, out var error) || bound.Key != parameters)
+        {
+            throw new ArgumentException(
+                error.Length > 0 ? error : $"'{parameters}' is not the canonical form '{bound.Key}'.", nameof(parameters));
+        }
+
+        if (_entries.Count >= options.MaxEntriesPerGrain)
+        {
+            Remove(_entries.Values.MinBy(e => e.LastReadAt)!);
+        }
+
+        entry = new Entry(view, bound, time.GetUtcNow());
+        // Interleave: a refresh must not block reads, which keep getting the current snapshot.
+        // KeepAlive off: refreshing is not a reason to stay active; reads are (idle grains deactivate).
+        entry.Timer = grain.RegisterGrainTimer(
+            (e, _) => OnTimerAsync(e),
+            entry,
+            new GrainTimerCreationOptions(Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan) { Interleave = true, KeepAlive = false });
+        _entries.Add((view.Name, bound.Key), entry);
+        return entry;
+    }
+
+    private Task OnTimerAsync(Entry entry)
+    {
+        if (entry.Removed)
+        {
+            return Task.CompletedTask;
+        }
+
+        if (time.GetUtcNow() - entry.LastReadAt >= entry.View.Ttl * options.IdleTtlMultiple)
+        {
+            LogEntryIdle(logger, entry.View.Name, scope.SiteId, scope.Role, scope.UserId);
+            Remove(entry);
+            return Task.CompletedTask;
+        }
+
+        return LoadAsync(entry);
+    }
+
+    /// <summary>Starts a load, or joins the one in flight: one entry never has two loads at once.</summary>
+    private Task LoadAsync(Entry entry)
+    {
+        if (entry.InFlight is { } running)
+        {
+            return running;
+        }
+
+        var load = RunLoadAsync(entry, ++entry.StartedGeneration);
+        if (!load.IsCompleted)
+        {
+            entry.InFlight = load;
+        }
+
+        return load;
+    }
+
+    private async Task RunLoadAsync(Entry entry, long generation)
+    {
+        var startedAt = time.GetUtcNow();
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(_lifetime.Token);
+        timeout.CancelAfter(options.LoadTimeout);
+        try
+        {
+            var data = await source.LoadAsync(entry.View, scope, entry.Parameters, timeout.Token).WaitAsync(timeout.Token);
+
+            // A load that started before the one already applied must not overwrite its newer numbers.
+            if (generation > entry.AppliedGeneration)
+            {
+                entry.AppliedGeneration = generation;
+                entry.Snapshot = NewSnapshot(entry.Snapshot, data, startedAt);
+                entry.Failures = 0;
+            }
+
+            Schedule(entry, RefreshDelay(entry.View.Ttl));
+        }
+        catch (OperationCanceledException) when (_lifetime.IsCancellationRequested)
+        {
+            // The grain is deactivating; nothing to refresh any more.
+        }
+        catch (Exception e)
+        {
+            entry.Failures++;
+            var retryIn = RetryDelay(entry.Failures);
+            LogLoadFailed(logger, e, entry.View.Name, scope.SiteId, scope.Role, scope.UserId, entry.Failures, retryIn);
+            Schedule(entry, retryIn);
+        }
+        finally
+        {
+            entry.InFlight = null;
+        }
+    }
+
+    private DashboardResult Read(Entry entry, DateTimeOffset now)
+    {
+        var nextRefreshIn = entry.NextRefreshAt > now ? entry.NextRefreshAt - now : TimeSpan.Zero;
+        var snapshot = entry.Snapshot;
+        if (snapshot is null || now - snapshot.AsOf > options.MaxStaleDuration)
+        {
+            return new DashboardResult(null, Stale: true, nextRefreshIn);
+        }
+
+        var stale = entry.Failures > 0 || now - snapshot.AsOf > entry.View.Ttl;
+        return new DashboardResult(snapshot, stale, nextRefreshIn);
+    }
+
+    private void Schedule(Entry entry, TimeSpan delay)
+    {
+        if (entry.Removed)
+        {
+            return;
+        }
+
+        entry.NextRefreshAt = time.GetUtcNow() + delay;
+        entry.Timer.Change(delay, Timeout.InfiniteTimeSpan);
+    }
+
+    private void Remove(Entry entry)
+    {
+        entry.Removed = true;
+        entry.Timer.Dispose();
+        _entries.Remove((entry.View.Name, entry.Parameters.Key));
+    }
+
+    // Up to RefreshJitter of the TTL early: data is never older than the TTL, and refreshes spread out.
+    private TimeSpan RefreshDelay(TimeSpan ttl) => ttl * (1 - (Random.Shared.NextDouble() * options.RefreshJitter));
+
+    // Exponential backoff with jitter in the upper half, capped.
+    private TimeSpan RetryDelay(int failures)
+    {
+        var exponential = options.RetryBaseDuration * Math.Pow(2, Math.Min(failures - 1, 20));
+        var capped = exponential < options.RetryMaxDuration ? exponential : options.RetryMaxDuration;
+        return capped * (0.5 + (Random.Shared.NextDouble() * 0.5));
+    }
+
+    private static DashboardSnapshot NewSnapshot(DashboardSnapshot? previous, byte[] data, DateTimeOffset asOf)
+    {
+        var hash = Base64Url.EncodeToString(SHA256.HashData(data).AsSpan(0, 16));
+        // Same content: keep the bytes already cached (and shared with readers), only asOf moves.
+        return previous?.ContentHash == hash ? previous with { AsOf = asOf } : new DashboardSnapshot(data, asOf, hash);
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning,
+        Message = "Loading view {View} for site {SiteId}, role {Role}, user {UserId} failed (attempt {Attempt}); retrying in {RetryIn}")]
+    private static partial void LogLoadFailed(
+        ILogger logger, Exception exception, string view, long siteId, string role, long? userId, int attempt, TimeSpan retryIn);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Dropped idle entry {View} for site {SiteId}, role {Role}, user {UserId}")]
+    private static partial void LogEntryIdle(ILogger logger, string view, long siteId, string role, long? userId);
+
+    private sealed class Entry(ViewDefinition view, BoundParameters parameters, DateTimeOffset createdAt)
+    {
+        public ViewDefinition View { get; } = view;
+
+        public BoundParameters Parameters { get; } = parameters;
+
+        public IGrainTimer Timer { get; set; } = null!;
+
+        public DashboardSnapshot? Snapshot { get; set; }
+
+        /// <summary>The load in flight, which every reader of a cold entry and every refresh joins.</summary>
+        public Task? InFlight { get; set; }
+
+        public long StartedGeneration { get; set; }
+
+        public long AppliedGeneration { get; set; }
+
+        /// <summary>Consecutive failed loads; the snapshot is stale while this is not zero.</summary>
+        public int Failures { get; set; }
+
+        public DateTimeOffset LastReadAt { get; set; } = createdAt;
+
+        /// <summary>When the timer reloads the entry (a refresh, or a retry after a failure).</summary>
+        public DateTimeOffset NextRefreshAt { get; set; } = createdAt;
+
+        public bool Removed { get; set; }
+    }
+}

@@ -1,0 +1,74 @@
+using System.Globalization;
+
+namespace StatsCache;
+
+/// <summary>The dashboards of one user in one role on one site, keyed <c>"{site}/{role}/{user}"</c>.</summary>
+public interface IUserDashboardGrain : IGrainWithStringKey
+{
+    /// <summary>Returns the current snapshot of a view, loading it once if it is not cached.</summary>
+    ValueTask<DashboardResult> GetAsync(DashboardRequest request);
+}
+
+/// <summary>The site-scoped views of one site and role, keyed <c>"{site}/{role}"</c>; shared by its users.</summary>
+public interface ISiteDashboardGrain : IGrainWithStringKey
+{
+    /// <summary>Returns the current snapshot of a site-scoped view, loading it once if it is not cached.</summary>
+    ValueTask<DashboardResult> GetAsync(DashboardRequest request);
+}
+
+/// <summary>A read of one view with canonical parameters (see <see cref="Catalog.BoundParameters.Key"/>).</summary>
+[GenerateSerializer, Immutable, Alias("statscache.DashboardRequest")]
+public sealed record DashboardRequest(
+    [property: Id(0)] string View,
+    [property: Id(1)] string Parameters,
+    [property: Id(2)] bool Refresh = false);
+
+/// <summary>The data of one view at one moment: the <c>data</c> object as UTF-8 JSON, and its content hash.</summary>
+[GenerateSerializer, Immutable, Alias("statscache.DashboardSnapshot")]
+public sealed record DashboardSnapshot(
+    [property: Id(0)] byte[] Data,
+    [property: Id(1)] DateTimeOffset AsOf,
+    [property: Id(2)] string ContentHash);
+
+/// <summary>
+/// The answer to a read: the snapshot, or none when nothing usable is cached (the caller answers 503),
+/// and how long until the grain refreshes (or retries) it.
+/// </summary>
+[GenerateSerializer, Immutable, Alias("statscache.DashboardResult")]
+public sealed record DashboardResult(
+    [property: Id(0)] DashboardSnapshot? Snapshot,
+    [property: Id(1)] bool Stale,
+    [property: Id(2)] TimeSpan NextRefreshIn);
+
+/// <summary>Whose numbers a view's SQL computes: bound as <c>@site_id</c>, <c>@role</c> and <c>@user_id</c>.</summary>
+public readonly record struct DashboardScope(long SiteId, string Role, long? UserId)
+{
+    /// <summary>The key of a user's grain: <c>"{site}/{role}/{user}"</c>.</summary>
+    public static string UserKey(long siteId, string role, long userId) =>
+        string.Create(CultureInfo.InvariantCulture, $"{siteId}/{role}/{userId}");
+
+    /// <summary>The key of a site's shared grain: <c>"{site}/{role}"</c>.</summary>
+    public static string SiteKey(long siteId, string role) =>
+        string.Create(CultureInfo.InvariantCulture, $"{siteId}/{role}");
+
+    /// <summary>Parses a grain key made by <see cref="UserKey"/> (three parts) or <see cref="SiteKey"/> (two).</summary>
+    public static DashboardScope Parse(string key)
+    {
+        var parts = key.Split('/');
+        if (parts.Length is < 2 or > 3
+            || !long.TryParse(parts[0], NumberStyles.None, CultureInfo.InvariantCulture, out var site)
+            || parts[1].Length == 0)
+        {
+            throw new ArgumentException($"'{key}' is not a dashboard grain key.", nameof(key));
+        }
+
+        if (parts.Length == 2)
+        {
+            return new DashboardScope(site, parts[1], null);
+        }
+
+        return long.TryParse(parts[2], NumberStyles.None, CultureInfo.InvariantCulture, out var user)
+            ? new DashboardScope(site, parts[1], user)
+            : throw new ArgumentException($"'{key}' is not a dashboard grain key.", nameof(key));
+    }
+}

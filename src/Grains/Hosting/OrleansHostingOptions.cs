@@ -1,0 +1,53 @@
+using System.ComponentModel.DataAnnotations;
+
+namespace StatsCache.Hosting;
+
+/// <summary>Where the Orleans part of a process runs.</summary>
+public enum OrleansMode
+{
+    /// <summary>An in-process silo next to the web host: the single-machine default.</summary>
+    CoHosted,
+
+    /// <summary>A client of a separate silo cluster.</summary>
+    Client,
+}
+
+/// <summary>How silos find each other and how clients find gateways.</summary>
+public enum OrleansClustering
+{
+    /// <summary>Silos and clients on 127.0.0.1 with fixed ports (development, one machine).</summary>
+    Localhost,
+}
+
+/// <summary>Where grains keep their snapshots.</summary>
+public enum OrleansStorage
+{
+    /// <summary>In silo memory: survives grain deactivation, not a silo restart.</summary>
+    Memory,
+}
+
+/// <summary>The <c>Orleans</c> configuration section, read by the silo and the web host.</summary>
+public sealed class OrleansHostingOptions
+{
+    public const string SectionName = "Orleans";
+
+    public OrleansMode Mode { get; set; } = OrleansMode.CoHosted;
+
+    public OrleansClustering Clustering { get; set; } = OrleansClustering.Localhost;
+
+    public OrleansStorage Storage { get; set; } = OrleansStorage.Memory;
+
+    [Required]
+    public string ClusterId { get; set; } = "statscache";
+
+    [Required]
+    public string ServiceId { get; set; } = "statscache";
+
+    /// <summary>The silo-to-silo port.</summary>
+    [Range(1, 65535)]
+    public int SiloPort { get; set; } = 11111;
+
+    /// <summary>The port clients connect to; with localhost clustering, also the port a client looks for.</summary>
+    [Range(1, 65535)]
+    public int GatewayPort { get; set; } = 30000;
+}

@@ -1,0 +1,45 @@
+using Orleans.Concurrency;
+using StatsCache.Cache;
+using StatsCache.Catalog;
+
+namespace StatsCache;
+
+/// <summary>
+/// The site-scoped views of one site and role, computed once and shared by every user of that
+/// site and role. Only <see cref="UserDashboardGrain"/> calls it, after checking the caller's role.
+/// </summary>
+[Reentrant] // Reads interleave with loads: concurrent readers of a cold entry join one load.
+public sealed class SiteDashboardGrain(DashboardCache cache) : Grain, ISiteDashboardGrain
+{
+    private DashboardScope _scope;
+    private DashboardEntries _entries = null!;
+
+    public override Task OnActivateAsync(CancellationToken cancellationToken)
+    {
+        _scope = DashboardScope.Parse(this.GetPrimaryKeyString());
+        if (_scope.UserId is not null)
+        {
+            throw new ArgumentException($"'{this.GetPrimaryKeyString()}' is not a site grain key \"{{site}}/{{role}}\".");
+        }
+
+        _entries = cache.CreateEntries(this, _scope);
+        return Task.CompletedTask;
+    }
+
+    public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
+    {
+        _entries.Dispose();
+        return Task.CompletedTask;
+    }
+
+    public ValueTask<DashboardResult> GetAsync(DashboardRequest request)
+    {
+        var view = cache.Catalog.Find(request.View) ?? throw new ArgumentException($"Unknown view '{request.View}'.", nameof(request));
+        if (view.Scope != ViewScope.Site || !view.AllowsRole(_scope.Role))
+        {
+            throw new UnauthorizedAccessException($"View '{view.Name}' is not a site view for role '{_scope.Role}'.");
+        }
+
+        return _entries.GetAsync(view, request);
+    }
+}

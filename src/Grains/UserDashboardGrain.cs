@@ -1,0 +1,47 @@
+using Orleans.Concurrency;
+using StatsCache.Cache;
+using StatsCache.Catalog;
+
+namespace StatsCache;
+
+/// <summary>
+/// One caller's dashboards. User-scoped views are cached here; site-scoped views are forwarded to
+/// the site's shared grain after the role check, so a user never reaches a view of another role.
+/// </summary>
+[Reentrant] // Reads interleave with loads: concurrent readers of a cold entry join one load.
+public sealed class UserDashboardGrain(DashboardCache cache) : Grain, IUserDashboardGrain
+{
+    private DashboardScope _scope;
+    private DashboardEntries _entries = null!;
+
+    public override Task OnActivateAsync(CancellationToken cancellationToken)
+    {
+        _scope = DashboardScope.Parse(this.GetPrimaryKeyString());
+        if (_scope.UserId is null)
+        {
+            throw new ArgumentException($"'{this.GetPrimaryKeyString()}' is not a user grain key \"{{site}}/{{role}}/{{user}}\".");
+        }
+
+        _entries = cache.CreateEntries(this, _scope);
+        return Task.CompletedTask;
+    }
+
+    public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
+    {
+        _entries.Dispose();
+        return Task.CompletedTask;
+    }
+
+    public ValueTask<DashboardResult> GetAsync(DashboardRequest request)
+    {
+        var view = cache.Catalog.Find(request.View) ?? throw new ArgumentException($"Unknown view '{request.View}'.", nameof(request));
+        if (!view.AllowsRole(_scope.Role))
+        {
+            throw new UnauthorizedAccessException($"View '{view.Name}' is not available to role '{_scope.Role}'.");
+        }
+
+        return view.Scope == ViewScope.Site
+            ? GrainFactory.GetGrain<ISiteDashboardGrain>(DashboardScope.SiteKey(_scope.SiteId, _scope.Role)).GetAsync(request)
+            : _entries.GetAsync(view, request);
+    }
+}

@@ -1,0 +1,5 @@
+using StatsCache.Hosting;
+
+var builder = Host.CreateApplicationBuilder(args);
+builder.UseOrleans(silo => silo.AddStatsCacheSilo(builder.Configuration));
+await builder.Build().RunAsync();

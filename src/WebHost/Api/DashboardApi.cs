@@ -1,0 +1,160 @@
+using System.Globalization;
+using System.Security.Claims;
+using Microsoft.AspNetCore.Http.HttpResults;
+using StatsCache.Catalog;
+using StatsCache.WebHost.Auth;
+
+namespace StatsCache.WebHost.Api;
+
+/// <summary>
+/// <c>/api/dashboards</c>: the caller's views and their snapshots. Errors are problem details
+/// (<see cref="ProblemHttpResult"/>, so they are served as application/problem+json).
+/// </summary>
+public static class DashboardApi
+{
+    private const string RefreshParameter = "refresh";
+
+    public static IEndpointRouteBuilder MapDashboardApi(this IEndpointRouteBuilder app)
+    {
+        var api = app.MapGroup("/api/dashboards").RequireAuthorization().WithTags("Dashboards");
+
+        api.MapGet("/", ListViews)
+            .WithName("ListDashboards")
+            .WithSummary("The views the caller's role may read, with their TTLs and parameters.");
+
+        api.MapGet("/{view}", GetViewAsync)
+            .WithName("GetDashboard")
+            .WithSummary("The caller's snapshot of a view; ?refresh=true reloads it first.");
+
+        return app;
+    }
+
+    internal static Results<Ok<DashboardList>, ProblemHttpResult> ListViews(ClaimsPrincipal principal, DashboardCatalog catalog)
+    {
+        var caller = CallerOf(principal);
+        if (!catalog.Roles.Contains(caller.Role))
+        {
+            return UnknownRole(caller);
+        }
+
+        var views = catalog.Views
+            .Where(v => v.AllowsRole(caller.Role))
+            .Select(v => new DashboardListItem(
+                v.Name,
+                (int)v.Ttl.TotalSeconds,
+                [.. v.Parameters.Select(p => new DashboardParameter(p.Name, "int", p.Default, p.Min, p.Max))]))
+            .ToList();
+        return TypedResults.Ok(new DashboardList(caller.SiteId, caller.Role, caller.UserId, views));
+    }
+
+    internal static async Task<Results<SnapshotResult, StatusCodeHttpResult, ProblemHttpResult>> GetViewAsync(
+        string view, HttpContext context, ClaimsPrincipal principal, DashboardCatalog catalog, IGrainFactory grains, ILoggerFactory loggers)
+    {
+        var caller = CallerOf(principal);
+        if (catalog.Find(view) is not { } definition)
+        {
+            return Problem(StatusCodes.Status404NotFound, "Unknown view.", $"There is no dashboard view named '{Shorten(view)}'.");
+        }
+
+        if (!definition.AllowsRole(caller.Role))
+        {
+            return catalog.Roles.Contains(caller.Role)
+                ? Problem(StatusCodes.Status403Forbidden, "This view is not available to your role.",
+                    $"View '{definition.Name}' is for {string.Join(", ", definition.Roles)}; the token's role is '{caller.Role}'.")
+                : UnknownRole(caller);
+        }
+
+        if (!TryReadQuery(context.Request.Query, definition, out var parameters, out var refresh, out var error))
+        {
+            return Problem(StatusCodes.Status400BadRequest, error);
+        }
+
+        DashboardResult result;
+        try
+        {
+            var grain = grains.GetGrain<IUserDashboardGrain>(caller.GrainKey);
+            result = await grain.GetAsync(new DashboardRequest(definition.Name, parameters.Key, refresh));
+        }
+        catch (Exception e) when (e is OrleansException or TimeoutException)
+        {
+            loggers.CreateLogger(typeof(DashboardApi)).LogWarning(e, "The cluster did not answer a read of {View}", definition.Name);
+            return Unavailable(context.Response, "The cache cluster is unavailable.", TimeSpan.FromSeconds(1));
+        }
+
+        if (result.Snapshot is not { } snapshot)
+        {
+            return Unavailable(context.Response, "The data source is unavailable.", result.NextRefreshIn,
+                $"View '{definition.Name}' has no usable snapshot and loading it failed; retry later.");
+        }
+
+        var etag = SnapshotResult.ETagOf(snapshot, result.Stale);
+        var headers = context.Response.GetTypedHeaders();
+        headers.ETag = etag;
+        headers.CacheControl = new() { Private = true, MaxAge = TimeSpan.FromSeconds(Math.Ceiling(result.NextRefreshIn.TotalSeconds)) };
+        var ifNoneMatch = context.Request.GetTypedHeaders().IfNoneMatch;
+        if (ifNoneMatch.Any(tag => tag.Equals(Microsoft.Net.Http.Headers.EntityTagHeaderValue.Any) || tag.Compare(etag, useStrongComparison: false)))
+        {
+            return TypedResults.StatusCode(StatusCodes.Status304NotModified);
+        }
+
+        return new SnapshotResult(caller, definition, parameters, snapshot, result.Stale);
+    }
+
+    /// <summary>Binds the view's parameters and <c>refresh</c>; a repeated, unknown or malformed one is an error naming it.</summary>
+    private static bool TryReadQuery(
+        IQueryCollection query, ViewDefinition view, out BoundParameters parameters, out bool refresh, out string error)
+    {
+        parameters = view.DefaultParameters;
+        refresh = false;
+        var values = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var (name, value) in query)
+        {
+            if (value.Count != 1)
+            {
+                error = $"Parameter '{Shorten(name)}' must be given exactly once.";
+                return false;
+            }
+
+            if (name == RefreshParameter)
+            {
+                if (!bool.TryParse(value[0], out refresh))
+                {
+                    error = $"Parameter '{RefreshParameter}' must be true or false.";
+                    return false;
+                }
+
+                continue;
+            }
+
+            values[name] = value[0] ?? "";
+        }
+
+        return view.TryBind(values, out parameters, out error);
+    }
+
+    // Authentication has validated the claims (see AuthenticationExtensions), so this cannot fail here.
+    private static Caller CallerOf(ClaimsPrincipal principal) =>
+        Caller.TryFrom(principal, out var caller, out var error) ? caller : throw new InvalidOperationException(error);
+
+    private static ProblemHttpResult UnknownRole(Caller caller) =>
+        Problem(StatusCodes.Status403Forbidden, "Your role has no dashboards.", $"No view is declared for role '{caller.Role}'.");
+
+    private static ProblemHttpResult Unavailable(HttpResponse response, string title, TimeSpan retryAfter, string? detail = null)
+    {
+        response.Headers.RetryAfter = Math.Max(1, (int)Math.Ceiling(retryAfter.TotalSeconds)).ToString(CultureInfo.InvariantCulture);
+        return Problem(StatusCodes.Status503ServiceUnavailable, title, detail);
+    }
+
+    private static ProblemHttpResult Problem(int status, string title, string? detail = null) =>
+        TypedResults.Problem(title: title, detail: detail, statusCode: status);
+
+    // Names from the URL are echoed in errors; keep them short.
+    private static string Shorten(string text) => text.Length <= 64 ? text : string.Concat(text.AsSpan(0, 64), "…");
+}
+
+/// <summary>The answer of <c>GET /api/dashboards</c>.</summary>
+public sealed record DashboardList(long Site, string Role, long User, IReadOnlyList<DashboardListItem> Views);
+
+public sealed record DashboardListItem(string Name, int TtlSeconds, IReadOnlyList<DashboardParameter> Parameters);
+
+public sealed record DashboardParameter(string Name, string Type, int Default, int Min, int Max);

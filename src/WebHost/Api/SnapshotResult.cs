@@ -1,0 +1,55 @@
+using System.Reflection;
+using System.Text.Json;
+using Microsoft.AspNetCore.Http.Metadata;
+using Microsoft.Net.Http.Headers;
+using StatsCache.Catalog;
+using StatsCache.WebHost.Auth;
+
+namespace StatsCache.WebHost.Api;
+
+/// <summary>
+/// Writes <c>{view, site, role, user, parameters, asOf, stale, data}</c> with the snapshot's
+/// pre-serialised <c>data</c> bytes copied as they are: a cached read serialises only the envelope.
+/// </summary>
+public sealed class SnapshotResult(Caller caller, ViewDefinition view, BoundParameters parameters, DashboardSnapshot snapshot, bool stale)
+    : IResult, IStatusCodeHttpResult, IEndpointMetadataProvider
+{
+    public int? StatusCode => StatusCodes.Status200OK;
+
+    /// <summary>A weak tag: equal data (and staleness) is the same answer even if it was reloaded since.</summary>
+    public static EntityTagHeaderValue ETagOf(DashboardSnapshot snapshot, bool stale) =>
+        new($"\"{snapshot.ContentHash}{(stale ? "-stale" : "")}\"", isWeak: true);
+
+    public async Task ExecuteAsync(HttpContext httpContext)
+    {
+        var response = httpContext.Response;
+        response.StatusCode = StatusCodes.Status200OK;
+        response.ContentType = "application/json; charset=utf-8";
+        await using var json = new Utf8JsonWriter(response.BodyWriter);
+        json.WriteStartObject();
+        json.WriteString("view", view.Name);
+        json.WriteNumber("site", caller.SiteId);
+        json.WriteString("role", caller.Role);
+        json.WriteNumber("user", caller.UserId);
+        json.WriteStartObject("parameters");
+        for (var i = 0; i < view.Parameters.Length; i++)
+        {
+            json.WriteNumber(view.Parameters[i].Name, parameters.Values[i]);
+        }
+
+        json.WriteEndObject();
+        json.WriteString("asOf", snapshot.AsOf);
+        json.WriteBoolean("stale", stale);
+        json.WritePropertyName("data");
+        json.WriteRawValue(snapshot.Data, skipInputValidation: true);
+        json.WriteEndObject();
+        await json.FlushAsync(httpContext.RequestAborted);
+    }
+
+    public static void PopulateMetadata(MethodInfo method, EndpointBuilder builder) =>
+        builder.Metadata.Add(new ProducesResponseTypeMetadata(StatusCodes.Status200OK, typeof(DashboardDocument), ["application/json"]));
+}
+
+/// <summary>The shape <see cref="SnapshotResult"/> writes, for the OpenAPI document.</summary>
+public sealed record DashboardDocument(
+    string View, long Site, string Role, long User, IReadOnlyDictionary<string, int> Parameters, DateTimeOffset AsOf, bool Stale, JsonElement Data);

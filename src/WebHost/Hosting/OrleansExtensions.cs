@@ -1,0 +1,29 @@
+using StatsCache.Hosting;
+
+namespace StatsCache.WebHost.Hosting;
+
+/// <summary>The web host's side of Orleans: an in-process silo (default) or a client of a silo cluster.</summary>
+public static class OrleansExtensions
+{
+    public static WebApplicationBuilder AddStatsCacheOrleans(this WebApplicationBuilder builder)
+    {
+        builder.Services.AddOptions<OrleansHostingOptions>()
+            .BindConfiguration(OrleansHostingOptions.SectionName)
+            .ValidateDataAnnotations()
+            .ValidateOnStart();
+        builder.Services.AddStatsCacheData(builder.Configuration);
+
+        var orleans = builder.Configuration.GetSection(OrleansHostingOptions.SectionName).Get<OrleansHostingOptions>() ?? new();
+        if (orleans.Mode == OrleansMode.CoHosted)
+        {
+            builder.UseOrleans(silo => silo.AddStatsCacheSilo(builder.Configuration));
+        }
+        else
+        {
+            builder.UseOrleansClient(client => client.UseLocalhostClustering(
+                orleans.GatewayPort, serviceId: orleans.ServiceId, clusterId: orleans.ClusterId));
+        }
+
+        return builder;
+    }
+}

@@ -1,0 +1,28 @@
+using StatsCache.WebHost.Api;
+using StatsCache.WebHost.Hosting;
+using StatsCache.WebHost.Setup;
+
+if (Commands.IsCommand(args))
+{
+    return await Commands.RunAsync(args);
+}
+
+var builder = WebApplication.CreateBuilder(args);
+builder.AddStatsCacheAuthentication();
+builder.AddStatsCacheOrleans();
+builder.AddStatsCacheHealthChecks();
+builder.Services.AddProblemDetails();
+builder.Services.AddOpenApi();
+
+var app = builder.Build();
+app.UseExceptionHandler();
+app.UseStatusCodePages();
+app.UseAuthentication();
+app.UseAuthorization();
+app.MapStatsCacheHealthChecks();
+app.MapDashboardApi();
+app.MapOpenApi();
+await app.RunAsync();
+return 0;
+
+public partial class Program;

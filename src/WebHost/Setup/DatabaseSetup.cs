@@ -1,0 +1,68 @@
+using Npgsql;
+
+namespace StatsCache.WebHost.Setup;
+
+/// <summary>
+/// Creates the demo platform schema (idempotent) and, on an empty database, its demo data.
+/// The SQL is deploy/sql, embedded in this assembly.
+/// </summary>
+public static class DatabaseSetup
+{
+    /// <summary>How much demo data to generate.</summary>
+    public sealed record DemoSize(int Sites, int UsersPerSite, int Orders);
+
+    public static readonly DemoSize DefaultDemoSize = new(5, 2000, 100_000);
+
+    /// <summary>Applies schema.sql and the data generator's definition; safe to run any number of times, concurrently too.</summary>
+    public static async Task ApplySchemaAsync(NpgsqlDataSource dataSource, CancellationToken cancellationToken = default)
+    {
+        await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
+        await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
+        // Serialise concurrent set-ups (test hosts, silos) so CREATE ... IF NOT EXISTS never races.
+        await ExecuteAsync(connection, "select pg_advisory_xact_lock(hashtext('statscache-setup'))", cancellationToken);
+        await ExecuteAsync(connection, ReadSql("schema.sql"), cancellationToken);
+        await ExecuteAsync(connection, ReadSql("demo-data.sql"), cancellationToken);
+        await transaction.CommitAsync(cancellationToken);
+    }
+
+    /// <summary>Generates demo data when the database has no website yet; returns whether it did.</summary>
+    public static async Task<bool> GenerateDemoDataIfEmptyAsync(NpgsqlDataSource dataSource, DemoSize size, CancellationToken cancellationToken = default)
+    {
+        await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
+        await using (var transaction = await connection.BeginTransactionAsync(cancellationToken))
+        {
+            await ExecuteAsync(connection, "select pg_advisory_xact_lock(hashtext('statscache-setup'))", cancellationToken);
+            await using var exists = new NpgsqlCommand("select exists (select 1 from websites)", connection, transaction);
+            if ((bool)(await exists.ExecuteScalarAsync(cancellationToken))!)
+            {
+                return false;
+            }
+
+            await using var generate = new NpgsqlCommand("select generate_demo_data(@sites, @users, @orders)", connection, transaction);
+            generate.CommandTimeout = 600;
+            generate.Parameters.AddWithValue("sites", size.Sites);
+            generate.Parameters.AddWithValue("users", size.UsersPerSite);
+            generate.Parameters.AddWithValue("orders", size.Orders);
+            await generate.ExecuteNonQueryAsync(cancellationToken);
+            await transaction.CommitAsync(cancellationToken);
+        }
+
+        // Fresh statistics, or the planner guesses on tables it has never seen filled.
+        await ExecuteAsync(connection, "analyze", cancellationToken);
+        return true;
+    }
+
+    private static async Task ExecuteAsync(NpgsqlConnection connection, string sql, CancellationToken cancellationToken)
+    {
+        await using var command = new NpgsqlCommand(sql, connection) { CommandTimeout = 600 };
+        await command.ExecuteNonQueryAsync(cancellationToken);
+    }
+
+    private static string ReadSql(string name)
+    {
+        using var stream = typeof(DatabaseSetup).Assembly.GetManifestResourceStream($"StatsCache.Sql.{name}")
+            ?? throw new InvalidOperationException($"deploy/sql/{name} is not embedded in {typeof(DatabaseSetup).Assembly.GetName().Name}.");
+        using var reader = new StreamReader(stream);
+        return reader.ReadToEnd();
+    }
+}
