@@ -10,6 +10,7 @@ public sealed class DashboardCache(
     DashboardCatalog catalog,
     IDashboardSource source,
     IOptions<DashboardCacheOptions> options,
+    DashboardMetrics metrics,
     TimeProvider time,
     ILoggerFactory loggerFactory)
 {
@@ -18,5 +19,5 @@ public sealed class DashboardCache(
     public DashboardCatalog Catalog { get; } = catalog;
 
     internal DashboardEntries CreateEntries(IGrainBase grain, DashboardScope scope) =>
-        new(grain, source, scope, options.Value, time, _logger);
+        new(grain, source, scope, options.Value, metrics, time, _logger);
 }

@@ -16,6 +16,7 @@ internal sealed partial class DashboardEntries(
     IDashboardSource source,
     DashboardScope scope,
     DashboardCacheOptions options,
+    DashboardMetrics metrics,
     TimeProvider time,
     ILogger logger) : IDisposable
 {
@@ -32,7 +33,14 @@ internal sealed partial class DashboardEntries(
         // then readers get 503 at once instead of turning an outage into a query per request.
         var mustLoad = request.Refresh
             || (entry.Snapshot is null && (entry.InFlight is not null || now >= entry.NextRefreshAt));
-        return mustLoad ? LoadThenReadAsync(entry) : new ValueTask<DashboardResult>(Read(entry, now));
+        if (mustLoad)
+        {
+            return LoadThenReadAsync(entry);
+        }
+
+        var result = Read(entry, now);
+        metrics.Read(view.Name, result.Snapshot is null ? ReadOutcome.Unavailable : ReadOutcome.Hit, result.Stale);
+        return new ValueTask<DashboardResult>(result);
     }
 
     public void Dispose()
@@ -43,14 +51,23 @@ internal sealed partial class DashboardEntries(
             entry.Timer.Dispose();
         }
 
+        metrics.EntriesReleased(_entries.Count);
         _entries.Clear();
         _lifetime.Dispose();
     }
 
     private async ValueTask<DashboardResult> LoadThenReadAsync(Entry entry)
     {
+        var outcome = entry.InFlight is null ? ReadOutcome.Loaded : ReadOutcome.Joined;
+        if (outcome == ReadOutcome.Joined)
+        {
+            metrics.Joined(entry.View.Name);
+        }
+
         await LoadAsync(entry);
-        return Read(entry, time.GetUtcNow());
+        var result = Read(entry, time.GetUtcNow());
+        metrics.Read(entry.View.Name, result.Snapshot is null ? ReadOutcome.Unavailable : outcome, result.Stale);
+        return result;
     }
 
     private Entry GetOrAdd(ViewDefinition view, string parameters)
@@ -69,7 +86,7 @@ internal sealed partial class DashboardEntries(
 
         if (_entries.Count >= options.MaxEntriesPerGrain)
         {
-            Remove(_entries.Values.MinBy(e => e.LastReadAt)!);
+            Remove(_entries.Values.MinBy(e => e.LastReadAt)!, "capacity");
         }
 
         entry = new Entry(view, bound, time.GetUtcNow());
@@ -80,6 +97,7 @@ internal sealed partial class DashboardEntries(
             entry,
             new GrainTimerCreationOptions(Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan) { Interleave = true, KeepAlive = false });
         _entries.Add((view.Name, bound.Key), entry);
+        metrics.EntryAdded();
         return entry;
     }
 
@@ -93,7 +111,7 @@ internal sealed partial class DashboardEntries(
         if (time.GetUtcNow() - entry.LastReadAt >= entry.View.Ttl * options.IdleTtlMultiple)
         {
             LogEntryIdle(logger, entry.View.Name, scope.SiteId, scope.Role, scope.UserId);
-            Remove(entry);
+            Remove(entry, "idle");
             return Task.CompletedTask;
         }
 
@@ -120,6 +138,7 @@ internal sealed partial class DashboardEntries(
     private async Task RunLoadAsync(Entry entry, long generation)
     {
         var startedAt = time.GetUtcNow();
+        var started = time.GetTimestamp();
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(_lifetime.Token);
         timeout.CancelAfter(options.LoadTimeout);
         try
@@ -134,6 +153,7 @@ internal sealed partial class DashboardEntries(
                 entry.Failures = 0;
             }
 
+            metrics.Load(entry.View.Name, succeeded: true, time.GetElapsedTime(started));
             Schedule(entry, RefreshDelay(entry.View.Ttl));
         }
         catch (OperationCanceledException) when (_lifetime.IsCancellationRequested)
@@ -142,6 +162,7 @@ internal sealed partial class DashboardEntries(
         }
         catch (Exception e)
         {
+            metrics.Load(entry.View.Name, succeeded: false, time.GetElapsedTime(started));
             entry.Failures++;
             var retryIn = RetryDelay(entry.Failures);
             LogLoadFailed(logger, e, entry.View.Name, scope.SiteId, scope.Role, scope.UserId, entry.Failures, retryIn);
@@ -156,14 +177,16 @@ internal sealed partial class DashboardEntries(
     private DashboardResult Read(Entry entry, DateTimeOffset now)
     {
         var nextRefreshIn = entry.NextRefreshAt > now ? entry.NextRefreshAt - now : TimeSpan.Zero;
-        var snapshot = entry.Snapshot;
-        if (snapshot is null || now - snapshot.AsOf > options.MaxStaleDuration)
+        if (entry.Snapshot is not { } snapshot)
         {
             return new DashboardResult(null, Stale: true, nextRefreshIn);
         }
 
-        var stale = entry.Failures > 0 || now - snapshot.AsOf > entry.View.Ttl;
-        return new DashboardResult(snapshot, stale, nextRefreshIn);
+        var age = now - snapshot.AsOf;
+        var stale = entry.Failures > 0 || age > entry.View.Ttl;
+        return stale && age > options.MaxStaleDuration
+            ? new DashboardResult(null, Stale: true, nextRefreshIn)
+            : new DashboardResult(snapshot, stale, nextRefreshIn);
     }
 
     private void Schedule(Entry entry, TimeSpan delay)
@@ -177,11 +200,12 @@ internal sealed partial class DashboardEntries(
         entry.Timer.Change(delay, Timeout.InfiniteTimeSpan);
     }
 
-    private void Remove(Entry entry)
+    private void Remove(Entry entry, string reason)
     {
         entry.Removed = true;
         entry.Timer.Dispose();
         _entries.Remove((entry.View.Name, entry.Parameters.Key));
+        metrics.EntryRemoved(entry.View.Name, reason);
     }
 
     // Up to RefreshJitter of the TTL early: data is never older than the TTL, and refreshes spread out.

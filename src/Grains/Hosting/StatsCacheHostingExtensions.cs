@@ -56,7 +56,9 @@ public static class StatsCacheHostingExtensions
             .BindConfiguration(DashboardCacheOptions.SectionName)
             .ValidateDataAnnotations()
             .ValidateOnStart();
+        services.AddMetrics();
         services.TryAddSingleton(TimeProvider.System);
+        services.TryAddSingleton<DashboardMetrics>();
         services.TryAddSingleton<DashboardCache>();
         return services;
     }

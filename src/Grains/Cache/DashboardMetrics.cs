@@ -1,0 +1,86 @@
+using System.Diagnostics;
+using System.Diagnostics.Metrics;
+
+namespace StatsCache.Cache;
+
+/// <summary>The <c>StatsCache</c> meter: what the dashboard grains do, tagged by view (never by user or site).</summary>
+public sealed class DashboardMetrics
+{
+    public const string MeterName = "StatsCache";
+
+    private readonly Counter<long> _reads;
+    private readonly Counter<long> _hits;
+    private readonly Counter<long> _joined;
+    private readonly Counter<long> _stale;
+    private readonly Counter<long> _unavailable;
+    private readonly Counter<long> _loads;
+    private readonly Histogram<double> _loadDuration;
+    private readonly UpDownCounter<long> _entries;
+    private readonly Counter<long> _evicted;
+
+    public DashboardMetrics(IMeterFactory meterFactory)
+    {
+        var meter = meterFactory.Create(MeterName);
+        _reads = meter.CreateCounter<long>("statscache.reads", "{read}", "Reads of a view that reached a grain.");
+        _hits = meter.CreateCounter<long>("statscache.hits", "{read}", "Reads answered from memory without waiting for a load.");
+        _joined = meter.CreateCounter<long>("statscache.loads.joined", "{read}", "Reads that waited on a load another read or the timer had started.");
+        _stale = meter.CreateCounter<long>("statscache.stale_serves", "{read}", "Reads answered with a stale snapshot.");
+        _unavailable = meter.CreateCounter<long>("statscache.unavailable", "{read}", "Reads with no usable snapshot (HTTP 503).");
+        _loads = meter.CreateCounter<long>("statscache.loads", "{load}", "Loads run against the source, by outcome.");
+        _loadDuration = meter.CreateHistogram<double>("statscache.load.duration", "s", "Duration of loads against the source.");
+        _entries = meter.CreateUpDownCounter<long>("statscache.entries", "{entry}", "Entries held by active grains.");
+        _evicted = meter.CreateCounter<long>("statscache.entries.evicted", "{entry}", "Entries dropped, by reason (idle or capacity).");
+    }
+
+    public void Read(string view, ReadOutcome outcome, bool stale)
+    {
+        var tag = new KeyValuePair<string, object?>("view", view);
+        _reads.Add(1, tag);
+        switch (outcome)
+        {
+            case ReadOutcome.Hit: _hits.Add(1, tag); break;
+            case ReadOutcome.Unavailable: _unavailable.Add(1, tag); break;
+        }
+
+        if (stale && outcome != ReadOutcome.Unavailable)
+        {
+            _stale.Add(1, tag);
+        }
+    }
+
+    /// <summary>Counted when the read starts waiting, so the count shows requests collapsed into a load in flight.</summary>
+    public void Joined(string view) => _joined.Add(1, new KeyValuePair<string, object?>("view", view));
+
+    public void Load(string view, bool succeeded, TimeSpan duration)
+    {
+        var tags = new TagList { { "view", view }, { "outcome", succeeded ? "success" : "failure" } };
+        _loads.Add(1, tags);
+        _loadDuration.Record(duration.TotalSeconds, tags);
+    }
+
+    public void EntryAdded() => _entries.Add(1);
+
+    public void EntryRemoved(string view, string reason)
+    {
+        _entries.Add(-1);
+        _evicted.Add(1, new TagList { { "view", view }, { "reason", reason } });
+    }
+
+    public void EntriesReleased(int count) => _entries.Add(-count);
+}
+
+/// <summary>How a read was answered.</summary>
+public enum ReadOutcome
+{
+    /// <summary>From memory, without waiting.</summary>
+    Hit,
+
+    /// <summary>After starting a load.</summary>
+    Loaded,
+
+    /// <summary>After waiting on a load already in flight.</summary>
+    Joined,
+
+    /// <summary>Nothing usable to answer with.</summary>
+    Unavailable,
+}

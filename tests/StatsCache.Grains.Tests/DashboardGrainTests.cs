@@ -1,0 +1,252 @@
+using System.Text.Json;
+
+namespace StatsCache.Grains.Tests;
+
+[Collection(ClusterCollection.Name)]
+public sealed class DashboardGrainTests(ClusterFixture fixture)
+{
+    private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(10);
+
+    private readonly FakeDashboardSource _source = fixture.Source;
+
+    [Fact]
+    public async Task ConcurrentColdRequestsRunOneSourceQuery()
+    {
+        var site = ClusterFixture.NewSite();
+        var joinedBefore = fixture.Metrics.Total("statscache.loads.joined", ClusterFixture.Slow);
+        var gate = _source.Block(site);
+
+        var reads = Enumerable.Range(0, 500).Select(_ => ReadAsync(site, "client", 7, ClusterFixture.Slow)).ToList();
+        await _source.WaitForLoadsAsync(site, 1, Timeout);
+        // Every other read has reached the grain and is waiting on the one load in flight.
+        await fixture.Metrics.WaitForAsync("statscache.loads.joined", ClusterFixture.Slow, joinedBefore + 499);
+        gate.SetResult();
+        var results = await Task.WhenAll(reads);
+
+        Assert.Equal(1, _source.Loads(site));
+        Assert.All(results, r => Assert.Equal(1, LoadNumber(r)));
+        Assert.All(results, r => Assert.False(r.Stale));
+    }
+
+    [Fact]
+    public async Task TimerReloadReplacesSnapshotWithoutBlockingReads()
+    {
+        var site = ClusterFixture.NewSite();
+        var first = await ReadAsync(site, "client", 1, ClusterFixture.Fast);
+        Assert.Equal(1, LoadNumber(first));
+
+        var gate = _source.Block(site);
+        await _source.WaitForLoadsAsync(site, 2, Timeout); // the timer's reload has started and is held
+
+        var during = await ReadAsync(site, "client", 1, ClusterFixture.Fast).WaitAsync(Timeout);
+        Assert.Equal(1, LoadNumber(during));
+        Assert.Equal(first.Snapshot!.ContentHash, during.Snapshot!.ContentHash);
+
+        gate.SetResult();
+        var after = await PollAsync(site, "client", 1, ClusterFixture.Fast, r => LoadNumber(r) >= 2);
+        Assert.False(after.Stale);
+        Assert.True(after.Snapshot!.AsOf > first.Snapshot.AsOf);
+        _source.Unblock(site);
+    }
+
+    [Fact]
+    public async Task FailingReloadKeepsLastSnapshotAndMarksItStale()
+    {
+        var site = ClusterFixture.NewSite();
+        var good = await ReadAsync(site, "client", 1, ClusterFixture.Fast);
+        Assert.False(good.Stale);
+
+        _source.Fail(site, true);
+        var stale = await PollAsync(site, "client", 1, ClusterFixture.Fast, r => r.Stale);
+        Assert.Equal(good.Snapshot!.ContentHash, stale.Snapshot!.ContentHash);
+        Assert.Equal(good.Snapshot.AsOf, stale.Snapshot.AsOf);
+
+        // A forced refresh that fails still answers with the last good snapshot.
+        var refreshed = await ReadAsync(site, "client", 1, ClusterFixture.Fast, refresh: true);
+        Assert.True(refreshed.Stale);
+        Assert.Equal(good.Snapshot.ContentHash, refreshed.Snapshot!.ContentHash);
+
+        // Retries with backoff recover by themselves once the source is back.
+        _source.Fail(site, false);
+        var recovered = await PollAsync(site, "client", 1, ClusterFixture.Fast, r => !r.Stale);
+        Assert.True(LoadNumber(recovered) > LoadNumber(good));
+    }
+
+    [Fact]
+    public async Task SnapshotOlderThanMaxStaleAgeIsNotServed()
+    {
+        var site = ClusterFixture.NewSite();
+        await ReadAsync(site, "client", 1, ClusterFixture.Fast);
+        _source.Fail(site, true);
+
+        // The fixture's maximum stale age is 3 s; past it the grain answers "unavailable".
+        var gone = await PollAsync(site, "client", 1, ClusterFixture.Fast, r => r.Snapshot is null);
+        Assert.True(gone.Stale);
+        _source.Fail(site, false);
+    }
+
+    [Fact]
+    public async Task ColdEntryWhoseLoadFailsIsUnavailableAndBacksOff()
+    {
+        var site = ClusterFixture.NewSite();
+        _source.Fail(site, true);
+
+        var first = await ReadAsync(site, "client", 1, ClusterFixture.Slow);
+        Assert.Null(first.Snapshot);
+        Assert.True(first.NextRefreshIn > TimeSpan.Zero);
+
+        // While the retry waits, reads answer at once instead of each querying the failing source.
+        var loads = _source.Loads(site);
+        var again = await ReadAsync(site, "client", 1, ClusterFixture.Slow);
+        Assert.Null(again.Snapshot);
+        Assert.Equal(loads, _source.Loads(site));
+
+        _source.Fail(site, false);
+        var recovered = await PollAsync(site, "client", 1, ClusterFixture.Slow, r => r.Snapshot is not null);
+        Assert.False(recovered.Stale);
+    }
+
+    [Fact]
+    public async Task RefreshDuringLoadJoinsItInsteadOfStartingAnother()
+    {
+        var site = ClusterFixture.NewSite();
+        var joinedBefore = fixture.Metrics.Total("statscache.loads.joined", ClusterFixture.Slow);
+        var gate = _source.Block(site);
+
+        var cold = ReadAsync(site, "client", 1, ClusterFixture.Slow);
+        await _source.WaitForLoadsAsync(site, 1, Timeout);
+        var refresh = ReadAsync(site, "client", 1, ClusterFixture.Slow, refresh: true);
+        await fixture.Metrics.WaitForAsync("statscache.loads.joined", ClusterFixture.Slow, joinedBefore + 1);
+        gate.SetResult();
+
+        Assert.Equal(1, LoadNumber(await cold));
+        Assert.Equal(1, LoadNumber(await refresh));
+        Assert.Equal(1, _source.Loads(site));
+
+        // Once nothing is in flight, a refresh does reload.
+        var forced = await ReadAsync(site, "client", 1, ClusterFixture.Slow, refresh: true);
+        Assert.Equal(2, LoadNumber(forced));
+        _source.Unblock(site);
+    }
+
+    [Fact]
+    public async Task IdleEntryStopsRefreshing()
+    {
+        var site = ClusterFixture.NewSite();
+        var evictedBefore = fixture.Metrics.Total("statscache.entries.evicted", ClusterFixture.Idle, "idle");
+        await ReadAsync(site, "client", 1, ClusterFixture.Idle);
+
+        // TTL 1 s and an idle limit of 2 TTLs: the entry refreshes about twice, then is dropped.
+        await fixture.Metrics.WaitForAsync("statscache.entries.evicted", ClusterFixture.Idle, evictedBefore + 1, "idle");
+        var loadsWhenDropped = _source.Loads(site);
+        Assert.InRange(loadsWhenDropped, 2, 3);
+
+        // Proving that nothing happens takes time: watch three more TTLs.
+        await Task.Delay(ClusterFixture.Catalog.Find(ClusterFixture.Idle)!.Ttl * 3);
+        Assert.Equal(loadsWhenDropped, _source.Loads(site));
+
+        // A new read loads it again, cold.
+        var again = await ReadAsync(site, "client", 1, ClusterFixture.Idle);
+        Assert.Equal(loadsWhenDropped + 1, LoadNumber(again));
+    }
+
+    [Fact]
+    public async Task UsersRolesAndSitesNeverShareAnEntry()
+    {
+        var siteA = ClusterFixture.NewSite();
+        var siteB = ClusterFixture.NewSite();
+        var callers = new[] { (siteA, "client", 1L), (siteA, "client", 2L), (siteA, "writer", 1L), (siteB, "client", 1L) };
+
+        foreach (var (site, role, user) in callers)
+        {
+            var result = await ReadAsync(site, role, user, ClusterFixture.Slow);
+            using var data = JsonDocument.Parse(result.Snapshot!.Data);
+            Assert.Equal(site, data.RootElement.GetProperty("site").GetInt64());
+            Assert.Equal(role, data.RootElement.GetProperty("role").GetString());
+            Assert.Equal(user, data.RootElement.GetProperty("user").GetInt64());
+        }
+
+        // Each caller cost its own load: nobody was answered from another's entry.
+        Assert.Equal(3, _source.Loads(siteA));
+        Assert.Equal(1, _source.Loads(siteB));
+        Assert.Equal(
+            [(siteA, "client", 1L), (siteA, "client", 2L), (siteA, "writer", 1L)],
+            _source.Calls(siteA).Select(c => (c.Scope.SiteId, c.Scope.Role, c.Scope.UserId!.Value)));
+    }
+
+    [Fact]
+    public async Task SiteScopedViewIsLoadedOnceForAllUsersOfTheSite()
+    {
+        var site = ClusterFixture.NewSite();
+        var gate = _source.Block(site);
+        var reads = Enumerable.Range(1, 200).Select(user => ReadAsync(site, "admin", user, ClusterFixture.Shared)).ToList();
+        await _source.WaitForLoadsAsync(site, 1, Timeout);
+        gate.SetResult();
+        var results = await Task.WhenAll(reads);
+
+        Assert.Equal(1, _source.Loads(site));
+        Assert.All(results, r => Assert.Equal(results[0].Snapshot!.ContentHash, r.Snapshot!.ContentHash));
+        Assert.Null(_source.Calls(site).Single().Scope.UserId);
+        _source.Unblock(site);
+    }
+
+    [Fact]
+    public async Task ViewOfAnotherRoleIsRefusedByTheGrain()
+    {
+        var site = ClusterFixture.NewSite();
+        await Assert.ThrowsAsync<UnauthorizedAccessException>(() => ReadAsync(site, "client", 1, ClusterFixture.Shared));
+        await Assert.ThrowsAsync<UnauthorizedAccessException>(() => ReadAsync(site, "admin", 1, ClusterFixture.Slow));
+        Assert.Equal(0, _source.Loads(site));
+    }
+
+    [Fact]
+    public async Task EachParameterCombinationIsItsOwnEntryUpToTheCap()
+    {
+        var site = ClusterFixture.NewSite();
+        var view = ClusterFixture.Catalog.Find(ClusterFixture.Ranged)!;
+        string Key(int days) => view.TryBind(new Dictionary<string, string> { ["days"] = $"{days}" }, out var b, out _) ? b.Key : throw new InvalidOperationException();
+
+        await ReadAsync(site, "client", 1, ClusterFixture.Ranged, Key(1));
+        await ReadAsync(site, "client", 1, ClusterFixture.Ranged, Key(2));
+        await ReadAsync(site, "client", 1, ClusterFixture.Ranged, Key(1));  // hit
+        Assert.Equal(2, _source.Loads(site));
+
+        // The cap is 3 entries: a fourth drops the least recently read (days=2).
+        await ReadAsync(site, "client", 1, ClusterFixture.Ranged, Key(3));
+        await ReadAsync(site, "client", 1, ClusterFixture.Ranged, Key(4));
+        await ReadAsync(site, "client", 1, ClusterFixture.Ranged, Key(1));  // still cached
+        Assert.Equal(4, _source.Loads(site));
+        await ReadAsync(site, "client", 1, ClusterFixture.Ranged, Key(2));  // dropped, loads again
+        Assert.Equal(5, _source.Loads(site));
+        Assert.Equal(["days=1", "days=2", "days=3", "days=4", "days=2"], _source.Calls(site).Select(c => c.Parameters));
+    }
+
+    private Task<DashboardResult> ReadAsync(long site, string role, long user, string view, string? parameters = null, bool refresh = false)
+    {
+        parameters ??= ClusterFixture.Catalog.Find(view)!.DefaultParameters.Key;
+        return fixture.Client.GetGrain<IUserDashboardGrain>(DashboardScope.UserKey(site, role, user))
+            .GetAsync(new DashboardRequest(view, parameters, refresh)).AsTask();
+    }
+
+    private async Task<DashboardResult> PollAsync(long site, string role, long user, string view, Func<DashboardResult, bool> until)
+    {
+        var deadline = DateTime.UtcNow + Timeout;
+        while (true)
+        {
+            var result = await ReadAsync(site, role, user, view);
+            if (until(result))
+            {
+                return result;
+            }
+
+            Assert.True(DateTime.UtcNow < deadline, $"The grain never answered as expected; last answer: {result}.");
+            await Task.Delay(TimeSpan.FromMilliseconds(20));
+        }
+    }
+
+    private static int LoadNumber(DashboardResult result)
+    {
+        using var data = JsonDocument.Parse(result.Snapshot!.Data);
+        return data.RootElement.GetProperty("load").GetInt32();
+    }
+}
