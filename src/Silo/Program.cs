@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Hosting;
 using StatsCache.Hosting;
 
 var builder = Host.CreateApplicationBuilder(args);

@@ -13,7 +13,7 @@ public enum OrleansMode
 }
 
 /// <summary>How silos find each other and how clients find gateways.</summary>
-public enum OrleansClustering
+public enum OrleansMembership
 {
     /// <summary>Silos and clients on 127.0.0.1 with fixed ports (development, one machine).</summary>
     Localhost,
@@ -33,7 +33,11 @@ public sealed class OrleansHostingOptions
 
     public OrleansMode Mode { get; set; } = OrleansMode.CoHosted;
 
-    public OrleansClustering Clustering { get; set; } = OrleansClustering.Localhost;
+    /// <summary>
+    /// Cluster membership. Not named <c>Clustering</c>: Orleans itself reads <c>Orleans:Clustering</c>
+    /// as a provider section and fails on a plain value.
+    /// </summary>
+    public OrleansMembership Membership { get; set; } = OrleansMembership.Localhost;
 
     public OrleansStorage Storage { get; set; } = OrleansStorage.Memory;
 

@@ -1,0 +1,52 @@
+using System.Globalization;
+using System.Net;
+using System.Net.Http.Headers;
+using System.Net.Sockets;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Mvc.Testing;
+using StatsCache.WebHost.Auth;
+
+namespace StatsCache.Integration.Tests;
+
+/// <summary>The web host with its in-process silo on free ports, a signing key of its own and the test database.</summary>
+public sealed class StatsCacheFactory : WebApplicationFactory<Program>
+{
+    public StatsCacheFactory()
+    {
+        Auth = new AuthOptions { SigningKey = Convert.ToBase64String(Guid.NewGuid().ToByteArray()) + Convert.ToBase64String(Guid.NewGuid().ToByteArray()) };
+    }
+
+    public AuthOptions Auth { get; }
+
+    /// <summary>Extra settings for a variant of the host (client mode, ...), applied after the defaults.</summary>
+    public Dictionary<string, string?> Settings { get; } = [];
+
+    public HttpClient ClientFor(long site, string role, long user, TimeSpan? lifetime = null, DateTimeOffset? now = null)
+    {
+        var client = CreateClient();
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue(
+            "Bearer", TokenIssuer.Issue(Auth, new Caller(site, role, user), lifetime ?? TimeSpan.FromMinutes(10), now));
+        return client;
+    }
+
+    public static int FreePort()
+    {
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        return ((IPEndPoint)listener.LocalEndpoint).Port;
+    }
+
+    protected override void ConfigureWebHost(IWebHostBuilder builder)
+    {
+        builder.UseEnvironment("Production"); // errors must look as they do in production: no stack traces
+        builder.UseSetting("ConnectionStrings:Stats", Environment.GetEnvironmentVariable(TestDatabase.ConnectionVariable));
+        builder.UseSetting("Auth:SigningKey", Auth.SigningKey);
+        builder.UseSetting("Orleans:SiloPort", FreePort().ToString(CultureInfo.InvariantCulture));
+        builder.UseSetting("Orleans:GatewayPort", FreePort().ToString(CultureInfo.InvariantCulture));
+        builder.UseSetting("Orleans:ClusterId", $"test-{Guid.NewGuid():N}");
+        foreach (var (key, value) in Settings)
+        {
+            builder.UseSetting(key, value);
+        }
+    }
+}
