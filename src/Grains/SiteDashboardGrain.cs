@@ -9,7 +9,9 @@ namespace StatsCache;
 /// site and role. Only <see cref="UserDashboardGrain"/> calls it, after checking the caller's role.
 /// </summary>
 [Reentrant] // Reads interleave with loads: concurrent readers of a cold entry join one load.
-public sealed class SiteDashboardGrain(DashboardCache cache) : Grain, ISiteDashboardGrain
+public sealed class SiteDashboardGrain(
+    [PersistentState(DashboardSnapshots.StateName, DashboardSnapshots.StorageName)] IPersistentState<DashboardSnapshots> store,
+    DashboardCache cache) : Grain, ISiteDashboardGrain
 {
     private DashboardScope _scope;
     private DashboardEntries _entries = null!;
@@ -22,15 +24,13 @@ public sealed class SiteDashboardGrain(DashboardCache cache) : Grain, ISiteDashb
             throw new ArgumentException($"'{this.GetPrimaryKeyString()}' is not a site grain key \"{{site}}/{{role}}\".");
         }
 
-        _entries = cache.CreateEntries(this, _scope);
+        _entries = cache.CreateEntries(this, store, _scope);
+        _entries.Restore();
         return Task.CompletedTask;
     }
 
-    public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
-    {
-        _entries.Dispose();
-        return Task.CompletedTask;
-    }
+    public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken) =>
+        _entries.DeactivateAsync();
 
     public ValueTask<DashboardResult> GetAsync(DashboardRequest request)
     {

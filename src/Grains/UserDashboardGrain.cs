@@ -9,7 +9,9 @@ namespace StatsCache;
 /// the site's shared grain after the role check, so a user never reaches a view of another role.
 /// </summary>
 [Reentrant] // Reads interleave with loads: concurrent readers of a cold entry join one load.
-public sealed class UserDashboardGrain(DashboardCache cache) : Grain, IUserDashboardGrain
+public sealed class UserDashboardGrain(
+    [PersistentState(DashboardSnapshots.StateName, DashboardSnapshots.StorageName)] IPersistentState<DashboardSnapshots> store,
+    DashboardCache cache) : Grain, IUserDashboardGrain
 {
     private DashboardScope _scope;
     private DashboardEntries _entries = null!;
@@ -22,15 +24,13 @@ public sealed class UserDashboardGrain(DashboardCache cache) : Grain, IUserDashb
             throw new ArgumentException($"'{this.GetPrimaryKeyString()}' is not a user grain key \"{{site}}/{{role}}/{{user}}\".");
         }
 
-        _entries = cache.CreateEntries(this, _scope);
+        _entries = cache.CreateEntries(this, store, _scope);
+        _entries.Restore();
         return Task.CompletedTask;
     }
 
-    public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
-    {
-        _entries.Dispose();
-        return Task.CompletedTask;
-    }
+    public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken) =>
+        _entries.DeactivateAsync();
 
     public ValueTask<DashboardResult> GetAsync(DashboardRequest request)
     {

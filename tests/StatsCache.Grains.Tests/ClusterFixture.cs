@@ -47,6 +47,9 @@ public sealed class ClusterFixture : IAsyncLifetime
 
     public IClusterClient Client => _cluster!.Client;
 
+    /// <summary>Deactivates a grain (its next call reactivates it from storage).</summary>
+    public Task DeactivateAsync(IAddressable grain) => _cluster!.DeactivateAsync(grain);
+
     /// <summary>A site id no other test uses.</summary>
     public static long NewSite() => Interlocked.Increment(ref s_nextSite);
 
@@ -55,6 +58,7 @@ public sealed class ClusterFixture : IAsyncLifetime
         var builder = new InProcessTestClusterBuilder(1);
         builder.ConfigureSilo((_, silo) =>
         {
+            silo.AddMemoryGrainStorage(DashboardSnapshots.StorageName);
             silo.Services.AddSingleton(Catalog);
             silo.Services.AddSingleton<IDashboardSource>(Source);
             silo.Services.AddStatsCacheGrains();

@@ -221,6 +221,38 @@ public sealed class DashboardGrainTests(ClusterFixture fixture)
         Assert.Equal(["days=1", "days=2", "days=3", "days=4", "days=2"], _source.Calls(site).Select(c => c.Parameters));
     }
 
+    [Fact]
+    public async Task ReactivatedGrainAnswersFromItsStoredSnapshotWithoutWaitingForTheSource()
+    {
+        var site = ClusterFixture.NewSite();
+        var first = await ReadAsync(site, "client", 1, ClusterFixture.Slow);
+        await fixture.DeactivateAsync(fixture.Client.GetGrain<IUserDashboardGrain>(DashboardScope.UserKey(site, "client", 1)));
+
+        // Any load would now wait forever: the answer can only come from storage.
+        _source.Block(site);
+        var restored = await ReadAsync(site, "client", 1, ClusterFixture.Slow).WaitAsync(Timeout);
+
+        Assert.Equal(first.Snapshot!.ContentHash, restored.Snapshot!.ContentHash);
+        Assert.Equal(first.Snapshot.AsOf, restored.Snapshot.AsOf);
+        Assert.False(restored.Stale); // younger than its TTL of 5 minutes
+        Assert.Equal(1, _source.Loads(site));
+        _source.Unblock(site);
+    }
+
+    [Fact]
+    public async Task ReactivatedSiteGrainServesEveryAdminFromStorage()
+    {
+        var site = ClusterFixture.NewSite();
+        var first = await ReadAsync(site, "admin", 1, ClusterFixture.Shared);
+        await fixture.DeactivateAsync(fixture.Client.GetGrain<ISiteDashboardGrain>(DashboardScope.SiteKey(site, "admin")));
+        _source.Block(site);
+
+        var other = await ReadAsync(site, "admin", 2, ClusterFixture.Shared).WaitAsync(Timeout);
+        Assert.Equal(first.Snapshot!.ContentHash, other.Snapshot!.ContentHash);
+        Assert.Equal(1, _source.Loads(site));
+        _source.Unblock(site);
+    }
+
     private Task<DashboardResult> ReadAsync(long site, string role, long user, string view, string? parameters = null, bool refresh = false)
     {
         parameters ??= ClusterFixture.Catalog.Find(view)!.DefaultParameters.Key;

@@ -18,6 +18,6 @@ public sealed class DashboardCache(
 
     public DashboardCatalog Catalog { get; } = catalog;
 
-    internal DashboardEntries CreateEntries(IGrainBase grain, DashboardScope scope) =>
-        new(grain, source, scope, options.Value, metrics, time, _logger);
+    internal DashboardEntries CreateEntries(IGrainBase grain, IPersistentState<DashboardSnapshots> store, DashboardScope scope) =>
+        new(grain, store, Catalog, source, scope, options.Value, metrics, time, _logger);
 }

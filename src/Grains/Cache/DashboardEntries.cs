@@ -10,40 +10,47 @@ namespace StatsCache.Cache;
 /// The cached entries of one grain: one per (view, canonical parameters). Runs on the grain's
 /// scheduler, so no locks: state changes only between awaits. The grain must be reentrant, so
 /// that reads interleave with loads and concurrent readers of a cold entry await the same load.
+/// Snapshots are written to grain storage when their content changes, and restored on activation.
 /// </summary>
 internal sealed partial class DashboardEntries(
     IGrainBase grain,
+    IPersistentState<DashboardSnapshots> store,
+    DashboardCatalog catalog,
     IDashboardSource source,
     DashboardScope scope,
     DashboardCacheOptions options,
     DashboardMetrics metrics,
     TimeProvider time,
-    ILogger logger) : IDisposable
+    ILogger logger)
 {
     private readonly Dictionary<(string View, string Parameters), Entry> _entries = [];
     private readonly CancellationTokenSource _lifetime = new();
+    private Task _writing = Task.CompletedTask;
+    private bool _dirty;
 
-    public ValueTask<DashboardResult> GetAsync(ViewDefinition view, DashboardRequest request)
+    /// <summary>Brings back the stored snapshots; each refreshes when its TTL since it was taken runs out.</summary>
+    public void Restore()
     {
-        var entry = GetOrAdd(view, request.Parameters);
         var now = time.GetUtcNow();
-        entry.LastReadAt = now;
-
-        // A cold entry loads (or joins the load in flight) unless a failed load is backing off:
-        // then readers get 503 at once instead of turning an outage into a query per request.
-        var mustLoad = request.Refresh
-            || (entry.Snapshot is null && (entry.InFlight is not null || now >= entry.NextRefreshAt));
-        if (mustLoad)
+        foreach (var (key, snapshot) in store.State.Entries)
         {
-            return LoadThenReadAsync(entry);
-        }
+            // The catalog may have changed since the snapshot was stored: what it no longer declares is dropped.
+            var at = key.IndexOf('?', StringComparison.Ordinal);
+            if (at < 0 || catalog.Find(key[..at]) is not { } view || !view.AllowsRole(scope.Role)
+                || !view.TryBindKey(key[(at + 1)..], out var bound, out _) || bound.Key != key[(at + 1)..])
+            {
+                continue;
+            }
 
-        var result = Read(entry, now);
-        metrics.Read(view.Name, result.Snapshot is null ? ReadOutcome.Unavailable : ReadOutcome.Hit, result.Stale);
-        return new ValueTask<DashboardResult>(result);
+            var entry = GetOrAdd(view, bound.Key);
+            entry.Snapshot = snapshot;
+            var due = snapshot.AsOf + RefreshDelay(view.Ttl) - now;
+            Schedule(entry, due > TimeSpan.Zero ? due : TimeSpan.Zero);
+        }
     }
 
-    public void Dispose()
+    /// <summary>Stops every timer and load, and lets a storage write in progress finish.</summary>
+    public async Task DeactivateAsync()
     {
         _lifetime.Cancel();
         foreach (var entry in _entries.Values)
@@ -53,7 +60,26 @@ internal sealed partial class DashboardEntries(
 
         metrics.EntriesReleased(_entries.Count);
         _entries.Clear();
+        await _writing;
         _lifetime.Dispose();
+    }
+
+    public ValueTask<DashboardResult> GetAsync(ViewDefinition view, DashboardRequest request)
+    {
+        var entry = GetOrAdd(view, request.Parameters);
+        var now = time.GetUtcNow();
+        entry.LastReadAt = now;
+
+        // An entry with nothing usable loads (or joins the load in flight) unless a failed load is
+        // backing off: then readers get 503 at once instead of turning an outage into a query per request.
+        var result = Read(entry, now);
+        if (request.Refresh || (result.Snapshot is null && (entry.InFlight is not null || now >= entry.NextRefreshAt)))
+        {
+            return LoadThenReadAsync(entry);
+        }
+
+        metrics.Read(view.Name, result.Snapshot is null ? ReadOutcome.Unavailable : ReadOutcome.Hit, result.Stale);
+        return new ValueTask<DashboardResult>(result);
     }
 
     private async ValueTask<DashboardResult> LoadThenReadAsync(Entry entry)
@@ -149,8 +175,13 @@ internal sealed partial class DashboardEntries(
             if (generation > entry.AppliedGeneration)
             {
                 entry.AppliedGeneration = generation;
-                entry.Snapshot = NewSnapshot(entry.Snapshot, data, startedAt);
+                var previous = entry.Snapshot;
+                entry.Snapshot = NewSnapshot(previous, data, startedAt);
                 entry.Failures = 0;
+                if (entry.Snapshot.ContentHash != previous?.ContentHash)
+                {
+                    RequestWrite();
+                }
             }
 
             metrics.Load(entry.View.Name, succeeded: true, time.GetElapsedTime(started));
@@ -171,6 +202,37 @@ internal sealed partial class DashboardEntries(
         finally
         {
             entry.InFlight = null;
+        }
+    }
+
+    // One write at a time (the grain is reentrant); changes made meanwhile go into the next one.
+    private void RequestWrite()
+    {
+        _dirty = true;
+        if (_writing.IsCompleted)
+        {
+            _writing = WriteAsync();
+        }
+    }
+
+    private async Task WriteAsync()
+    {
+        while (_dirty && !_lifetime.IsCancellationRequested)
+        {
+            _dirty = false;
+            store.State.Entries = _entries.Values
+                .Where(e => e.Snapshot is not null)
+                .ToDictionary(e => $"{e.View.Name}?{e.Parameters.Key}", e => e.Snapshot!);
+            try
+            {
+                await store.WriteStateAsync();
+            }
+            catch (Exception e)
+            {
+                // Memory keeps serving; the next content change writes again.
+                LogWriteFailed(logger, e, scope.SiteId, scope.Role, scope.UserId);
+                return;
+            }
         }
     }
 
@@ -230,6 +292,9 @@ internal sealed partial class DashboardEntries(
         Message = "Loading view {View} for site {SiteId}, role {Role}, user {UserId} failed (attempt {Attempt}); retrying in {RetryIn}")]
     private static partial void LogLoadFailed(
         ILogger logger, Exception exception, string view, long siteId, string role, long? userId, int attempt, TimeSpan retryIn);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Storing the snapshots of site {SiteId}, role {Role}, user {UserId} failed")]
+    private static partial void LogWriteFailed(ILogger logger, Exception exception, long siteId, string role, long? userId);
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Dropped idle entry {View} for site {SiteId}, role {Role}, user {UserId}")]
     private static partial void LogEntryIdle(ILogger logger, string view, long siteId, string role, long? userId);

@@ -43,6 +43,7 @@ public static class StatsCacheHostingExtensions
         var orleans = configuration.GetSection(OrleansHostingOptions.SectionName).Get<OrleansHostingOptions>() ?? new();
         silo.UseLocalhostClustering(orleans.SiloPort, orleans.GatewayPort, serviceId: orleans.ServiceId, clusterId: orleans.ClusterId);
 
+        silo.AddMemoryGrainStorage(DashboardSnapshots.StorageName);
         silo.Services.AddStatsCacheData(configuration);
         silo.Services.AddSingleton<IDashboardSource, PostgresDashboardSource>();
         silo.Services.AddStatsCacheGrains();
