@@ -40,14 +40,15 @@ url="${ASPNETCORE_URLS%%;*}"
 
 echo "Building the web host (Release)"
 dotnet build src/WebHost -c Release -v quiet -nologo
-webhost=(dotnet src/WebHost/bin/Release/net10.0/StatsCache.WebHost.dll)
+# Run from the build folder so the host finds its appsettings.json (its content root).
+webhost() { (cd src/WebHost/bin/Release/net10.0 && exec dotnet StatsCache.WebHost.dll "$@"); }
 
-"${webhost[@]}" setup --sites "${DEMO_SITES:-5}" --users "${DEMO_USERS:-2000}" --orders "${DEMO_ORDERS:-100000}"
-admin_token="$("${webhost[@]}" token --site 1 --role admin)"
-client_token="$("${webhost[@]}" token --site 1 --role client)"
-writer_token="$("${webhost[@]}" token --site 1 --role writer)"
+webhost setup --sites "${DEMO_SITES:-5}" --users "${DEMO_USERS:-2000}" --orders "${DEMO_ORDERS:-100000}"
+admin_token="$(webhost token --site 1 --role admin)"
+client_token="$(webhost token --site 1 --role client)"
+writer_token="$(webhost token --site 1 --role writer)"
 
-"${webhost[@]}" &
+webhost &
 webhost_pid=$!
 for _ in $(seq 1 120); do
   curl -fsS -o /dev/null "$url/readyz" 2>/dev/null && break

@@ -38,7 +38,7 @@ public sealed class SnapshotResult(Caller caller, ViewDefinition view, BoundPara
         }
 
         json.WriteEndObject();
-        json.WriteString("asOf", snapshot.AsOf);
+        json.WriteString("asOf", snapshot.AsOf.UtcDateTime);
         json.WriteBoolean("stale", stale);
         json.WritePropertyName("data");
         json.WriteRawValue(snapshot.Data, skipInputValidation: true);
