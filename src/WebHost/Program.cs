@@ -11,8 +11,7 @@ var builder = WebApplication.CreateBuilder(args);
 builder.AddStatsCacheAuthentication();
 builder.AddStatsCacheOrleans();
 builder.AddStatsCacheHealthChecks();
-builder.Services.AddProblemDetails();
-builder.Services.AddOpenApi();
+builder.AddDashboardApi();
 
 var app = builder.Build();
 app.UseExceptionHandler();

@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Security.Claims;
 using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.Extensions.Options;
 using StatsCache.Catalog;
 using StatsCache.WebHost.Auth;
 
@@ -13,6 +14,15 @@ namespace StatsCache.WebHost.Api;
 public static class DashboardApi
 {
     private const string RefreshParameter = "refresh";
+
+    /// <summary>Problem details for every error, the OpenAPI document and the API's options.</summary>
+    public static WebApplicationBuilder AddDashboardApi(this WebApplicationBuilder builder)
+    {
+        builder.Services.AddOptions<ApiOptions>().BindConfiguration(ApiOptions.SectionName).ValidateDataAnnotations().ValidateOnStart();
+        builder.Services.AddProblemDetails();
+        builder.Services.AddOpenApi();
+        return builder;
+    }
 
     public static IEndpointRouteBuilder MapDashboardApi(this IEndpointRouteBuilder app)
     {
@@ -48,7 +58,13 @@ public static class DashboardApi
     }
 
     internal static async Task<Results<SnapshotResult, StatusCodeHttpResult, ProblemHttpResult>> GetViewAsync(
-        string view, HttpContext context, ClaimsPrincipal principal, DashboardCatalog catalog, IGrainFactory grains, ILoggerFactory loggers)
+        string view,
+        HttpContext context,
+        ClaimsPrincipal principal,
+        DashboardCatalog catalog,
+        IGrainFactory grains,
+        IOptions<ApiOptions> options,
+        ILoggerFactory loggers)
     {
         var caller = CallerOf(principal);
         if (catalog.Find(view) is not { } definition)
@@ -73,7 +89,8 @@ public static class DashboardApi
         try
         {
             var grain = grains.GetGrain<IUserDashboardGrain>(caller.GrainKey);
-            result = await grain.GetAsync(new DashboardRequest(definition.Name, parameters.Key, refresh));
+            var request = new DashboardRequest(definition.Name, parameters.Key, refresh);
+            result = await GrainCalls.ReadAsync(() => grain.GetAsync(request), options.Value.GrainRetryTimeout, context.RequestAborted);
         }
         catch (Exception e) when (e is OrleansException or TimeoutException)
         {
