@@ -93,6 +93,9 @@ public sealed class AdminViewTests(TestDatabase db, StatsCacheFactory factory)
         await OrderAsync(site, client, "completed", 1000m, w1, created: Noon(today, -20), completed: Noon(today, -8));
         // Completed without a writer: a completion and revenue, but no writer to rank.
         await OrderAsync(site, client, "completed", 60m, null, created: Noon(today, -1), completed: Noon(today, -1).AddHours(1));
+        // Dated tomorrow (UTC): after the window, so nowhere.
+        await OrderAsync(site, client, "pending", 8m, null, paid: false, created: Noon(today, 1));
+        await OrderAsync(site, client, "completed", 9m, w1, created: now, completed: Noon(today, 1));
         await SeedOtherWebsiteAsync();
 
         var data = await GetDataAsync(site, admin, "admin-analytics", "?days=7");
@@ -104,11 +107,11 @@ public sealed class AdminViewTests(TestDatabase db, StatsCacheFactory factory)
             [-3] = (2, 0, 0m),
             [-2] = (2, 1, 50m),
             [-1] = (1, 2, 100m),
-            [0] = (1, 1, 0m),
+            [0] = (2, 1, 0m),
         });
-        // 7 orders created in the window: 4 completed (57.1 %), 1 cancelled (14.3 %), 1 refunded.
-        AssertRow(data.GetProperty("summary"), ("orders", 7m), ("completed", 4m), ("cancelled", 1m), ("refunded", 1m),
-            ("completion_rate_pct", 57.1m), ("cancellation_rate_pct", 14.3m), ("completions", 5m), ("revenue", 250m));
+        // 8 orders created in the window: 5 completed (62.5 %), 1 cancelled (12.5 %), 1 refunded.
+        AssertRow(data.GetProperty("summary"), ("orders", 8m), ("completed", 5m), ("cancelled", 1m), ("refunded", 1m),
+            ("completion_rate_pct", 62.5m), ("cancellation_rate_pct", 12.5m), ("completions", 5m), ("revenue", 250m));
         // Both writers completed 2; the higher value (150 against 110) ranks first.
         AssertTopWriters(data.GetProperty("top_writers"), (w1, 2, 150m), (w2, 2, 110m));
     }
