@@ -3,7 +3,7 @@ using System.Globalization;
 
 namespace StatsCache.Integration.Tests;
 
-/// <summary>A real silo process (src/Silo) on ports of its own, stopped when disposed.</summary>
+/// <summary>A real silo process (src/Silo) on ports of its own, killed when disposed unless stopped before.</summary>
 public sealed class SiloProcess : IAsyncDisposable
 {
     private readonly Process _process;
@@ -16,8 +16,12 @@ public sealed class SiloProcess : IAsyncDisposable
 
     public required string ClusterId { get; init; }
 
-    /// <summary>Starts the silo built next to this test assembly's configuration and waits until it says it started.</summary>
-    public static async Task<SiloProcess> StartAsync(string connectionString)
+    /// <summary>
+    /// Starts the silo built next to this test assembly's configuration and waits until it says it started.
+    /// <paramref name="settings"/> are configuration keys (<c>Orleans:Membership</c>, ...) that override the
+    /// defaults, including the fresh <c>Orleans:ClusterId</c> and ports this method picks.
+    /// </summary>
+    public static async Task<SiloProcess> StartAsync(string connectionString, IReadOnlyDictionary<string, string>? settings = null)
     {
         // tests/StatsCache.Integration.Tests/bin/{Configuration}/net10.0/ -> src/Silo/bin/{Configuration}/net10.0/
         var testBin = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar));
@@ -38,8 +42,16 @@ public sealed class SiloProcess : IAsyncDisposable
         start.Environment["Orleans__GatewayPort"] = gatewayPort.ToString(CultureInfo.InvariantCulture);
         start.Environment["Orleans__ClusterId"] = clusterId;
         start.Environment["DOTNET_ENVIRONMENT"] = "Production";
+        foreach (var (key, value) in settings ?? new Dictionary<string, string>())
+        {
+            start.Environment[key.Replace(":", "__", StringComparison.Ordinal)] = value;
+        }
 
-        var process = new SiloProcess(Process.Start(start)!) { GatewayPort = gatewayPort, ClusterId = clusterId };
+        var process = new SiloProcess(Process.Start(start)!)
+        {
+            GatewayPort = int.Parse(start.Environment["Orleans__GatewayPort"]!, CultureInfo.InvariantCulture),
+            ClusterId = start.Environment["Orleans__ClusterId"]!,
+        };
         process._process.OutputDataReceived += (_, e) => process.OnOutput(e.Data);
         process._process.ErrorDataReceived += (_, e) => process.OnOutput(e.Data);
         process._process.BeginOutputReadLine();
@@ -70,6 +82,34 @@ public sealed class SiloProcess : IAsyncDisposable
                 return string.Join(Environment.NewLine, _output);
             }
         }
+    }
+
+    /// <summary>
+    /// Stops the silo as an orchestrator would: SIGTERM, then waits for it to leave the cluster and exit.
+    /// Returns its exit code (0 for a clean shutdown).
+    /// </summary>
+    public async Task<int> StopAsync(TimeSpan? timeout = null)
+    {
+        if (!_process.HasExited)
+        {
+            // Process.Kill is SIGKILL; a graceful stop needs SIGTERM, which the .NET host turns into a shutdown.
+            using (var kill = Process.Start("kill", ["-TERM", _process.Id.ToString(CultureInfo.InvariantCulture)]))
+            {
+                await kill.WaitForExitAsync();
+            }
+
+            using var deadline = new CancellationTokenSource(timeout ?? TimeSpan.FromSeconds(30));
+            try
+            {
+                await _process.WaitForExitAsync(deadline.Token);
+            }
+            catch (OperationCanceledException)
+            {
+                throw new TimeoutException($"The silo did not stop within {timeout ?? TimeSpan.FromSeconds(30)}:{Environment.NewLine}{Output}");
+            }
+        }
+
+        return _process.ExitCode;
     }
 
     public async ValueTask DisposeAsync()

@@ -17,6 +17,9 @@ public enum OrleansMembership
 {
     /// <summary>Silos and clients on 127.0.0.1 with fixed ports (development, one machine).</summary>
     Localhost,
+
+    /// <summary>The membership table in PostgreSQL (<c>ConnectionStrings:Orleans</c>): silos on any hosts, clients find gateways there.</summary>
+    AdoNet,
 }
 
 /// <summary>Where grains keep their snapshots.</summary>
@@ -24,6 +27,9 @@ public enum OrleansStorage
 {
     /// <summary>In silo memory: survives grain deactivation, not a silo restart.</summary>
     Memory,
+
+    /// <summary>In PostgreSQL (<c>ConnectionStrings:Orleans</c>): survives silo restarts and moves between silos.</summary>
+    AdoNet,
 }
 
 /// <summary>The <c>Orleans</c> configuration section, read by the silo and the web host.</summary>
@@ -54,4 +60,11 @@ public sealed class OrleansHostingOptions
     /// <summary>The port clients connect to; with localhost clustering, also the port a client looks for.</summary>
     [Range(1, 65535)]
     public int GatewayPort { get; set; } = 30000;
+
+    /// <summary>
+    /// The address a silo publishes in the membership table for other silos and clients to reach it
+    /// (AdoNet membership). The loopback address suits one machine; in a real cluster set the node's address.
+    /// </summary>
+    [Required]
+    public string AdvertisedIPAddress { get; set; } = "127.0.0.1";
 }

@@ -1,6 +1,10 @@
+using System.Net;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
+using Orleans.Configuration;
+using Orleans.Serialization;
+using Orleans.Storage;
 using StatsCache.Cache;
 using StatsCache.Catalog;
 using StatsCache.Source;
@@ -11,6 +15,10 @@ namespace StatsCache.Hosting;
 public static class StatsCacheHostingExtensions
 {
     public const string StatsConnectionName = "Stats";
+    public const string OrleansConnectionName = "Orleans";
+
+    /// <summary>The ADO.NET provider name under which the Orleans providers load Npgsql (by reflection: every process needs the Npgsql package).</summary>
+    public const string AdoNetInvariant = "Npgsql";
     public const string CatalogPathKey = "StatsCache:CatalogPath";
 
     /// <summary>
@@ -41,14 +49,95 @@ public static class StatsCacheHostingExtensions
     public static ISiloBuilder AddStatsCacheSilo(this ISiloBuilder silo, IConfiguration configuration)
     {
         var orleans = configuration.GetSection(OrleansHostingOptions.SectionName).Get<OrleansHostingOptions>() ?? new();
-        silo.UseLocalhostClustering(orleans.SiloPort, orleans.GatewayPort, serviceId: orleans.ServiceId, clusterId: orleans.ClusterId);
+        if (orleans.Membership == OrleansMembership.AdoNet)
+        {
+            var connectionString = OrleansConnectionString(configuration);
+            silo.UseAdoNetClustering(o =>
+            {
+                o.Invariant = AdoNetInvariant;
+                o.ConnectionString = connectionString;
+            });
+            silo.Configure<ClusterOptions>(o =>
+            {
+                o.ClusterId = orleans.ClusterId;
+                o.ServiceId = orleans.ServiceId;
+            });
+            silo.Configure<EndpointOptions>(o =>
+            {
+                o.AdvertisedIPAddress = AdvertisedAddress(orleans);
+                o.SiloPort = orleans.SiloPort;
+                o.GatewayPort = orleans.GatewayPort;
+            });
+        }
+        else
+        {
+            silo.UseLocalhostClustering(orleans.SiloPort, orleans.GatewayPort, serviceId: orleans.ServiceId, clusterId: orleans.ClusterId);
+        }
 
-        silo.AddMemoryGrainStorage(DashboardSnapshots.StorageName);
+        if (orleans.Storage == OrleansStorage.AdoNet)
+        {
+            var connectionString = OrleansConnectionString(configuration);
+            silo.AddAdoNetGrainStorage(DashboardSnapshots.StorageName, options => options.Configure<Serializer>((o, serializer) =>
+            {
+                o.Invariant = AdoNetInvariant;
+                o.ConnectionString = connectionString;
+                // Orleans' own binary format, keyed by the [Alias]es of DashboardSnapshots and DashboardSnapshot,
+                // instead of the default Newtonsoft JSON with CLR type names that a rename would break.
+                o.GrainStorageSerializer = new OrleansGrainStorageSerializer(serializer);
+            }));
+        }
+        else
+        {
+            silo.AddMemoryGrainStorage(DashboardSnapshots.StorageName);
+        }
+
         silo.Services.AddStatsCacheData(configuration);
         silo.Services.AddSingleton<IDashboardSource, PostgresDashboardSource>();
         silo.Services.AddStatsCacheGrains();
         return silo;
     }
+
+    /// <summary>A client of the silo cluster: finds gateways the way the silos find each other.</summary>
+    public static IClientBuilder AddStatsCacheClient(this IClientBuilder client, IConfiguration configuration)
+    {
+        var orleans = configuration.GetSection(OrleansHostingOptions.SectionName).Get<OrleansHostingOptions>() ?? new();
+        if (orleans.Membership == OrleansMembership.AdoNet)
+        {
+            var connectionString = OrleansConnectionString(configuration);
+            client.UseAdoNetClustering(o =>
+            {
+                o.Invariant = AdoNetInvariant;
+                o.ConnectionString = connectionString;
+            });
+            client.Configure<ClusterOptions>(o =>
+            {
+                o.ClusterId = orleans.ClusterId;
+                o.ServiceId = orleans.ServiceId;
+            });
+        }
+        else
+        {
+            client.UseLocalhostClustering(orleans.GatewayPort, serviceId: orleans.ServiceId, clusterId: orleans.ClusterId);
+        }
+
+        return client;
+    }
+
+    /// <summary>
+    /// The database of cluster membership and grain storage: <c>ConnectionStrings:Orleans</c>, or
+    /// <c>ConnectionStrings:Stats</c> when that is not set.
+    /// </summary>
+    public static string OrleansConnectionString(IConfiguration configuration) =>
+        configuration.GetConnectionString(OrleansConnectionName) is { Length: > 0 } orleans ? orleans
+        : configuration.GetConnectionString(StatsConnectionName) is { Length: > 0 } stats ? stats
+        : throw new InvalidOperationException(
+            $"Neither ConnectionStrings:{OrleansConnectionName} nor ConnectionStrings:{StatsConnectionName} is set " +
+            $"(environment variables ConnectionStrings__{OrleansConnectionName}, ConnectionStrings__{StatsConnectionName}).");
+
+    private static IPAddress AdvertisedAddress(OrleansHostingOptions orleans) =>
+        IPAddress.TryParse(orleans.AdvertisedIPAddress, out var address)
+            ? address
+            : throw new InvalidOperationException($"Orleans:AdvertisedIPAddress '{orleans.AdvertisedIPAddress}' is not an IP address.");
 
     /// <summary>The services the dashboard grains take, with validated cache options. Tests bring their own source.</summary>
     public static IServiceCollection AddStatsCacheGrains(this IServiceCollection services)

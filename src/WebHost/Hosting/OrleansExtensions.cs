@@ -20,8 +20,7 @@ public static class OrleansExtensions
         }
         else
         {
-            builder.UseOrleansClient(client => client.UseLocalhostClustering(
-                orleans.GatewayPort, serviceId: orleans.ServiceId, clusterId: orleans.ClusterId));
+            builder.UseOrleansClient(client => client.AddStatsCacheClient(builder.Configuration));
         }
 
         return builder;

@@ -1,13 +1,15 @@
 using System.Globalization;
 using Microsoft.Extensions.Options;
 using Npgsql;
+using StatsCache.Hosting;
 using StatsCache.WebHost.Auth;
 
 namespace StatsCache.WebHost.Setup;
 
 /// <summary>
 /// Commands of the web host binary besides serving:
-/// <c>setup [--sites N --users N --orders N]</c> creates the demo schema and data;
+/// <c>setup [--sites N --users N --orders N]</c> creates the demo schema and data, and the Orleans
+/// providers' tables (in <c>ConnectionStrings:Orleans</c>, default the Stats database);
 /// <c>token --site S --role R [--user U] [--lifetime hh:mm:ss]</c> prints a token signed with the configured key
 /// (without --user: the site's first user of that role).
 /// They read configuration (appsettings, environment) exactly as the service does.
@@ -20,14 +22,16 @@ public static class Commands
     {
         var builder = WebApplication.CreateSlimBuilder([]);
         builder.Services.AddOptions<AuthOptions>().BindConfiguration(AuthOptions.SectionName).ValidateDataAnnotations();
-        var connectionString = builder.Configuration.GetConnectionString("Stats");
+        var connectionString = builder.Configuration.GetConnectionString(StatsCacheHostingExtensions.StatsConnectionName);
+        var orleansConnectionString = builder.Configuration.GetConnectionString(StatsCacheHostingExtensions.OrleansConnectionName);
         await using var services = builder.Services.BuildServiceProvider();
         try
         {
             var options = Parse(args[1..]);
             await using var dataSource = string.IsNullOrWhiteSpace(connectionString) ? null : NpgsqlDataSource.Create(connectionString);
+            await using var orleansDataSource = string.IsNullOrWhiteSpace(orleansConnectionString) ? null : NpgsqlDataSource.Create(orleansConnectionString);
             return args[0] == "setup"
-                ? await SetupAsync(dataSource ?? throw MissingConnection(), options)
+                ? await SetupAsync(dataSource ?? throw MissingConnection(), orleansDataSource, options)
                 : await TokenAsync(services.GetRequiredService<IOptions<AuthOptions>>().Value, dataSource, options);
         }
         catch (Exception e) when (e is ArgumentException or OptionsValidationException or InvalidOperationException or NpgsqlException)
@@ -37,12 +41,12 @@ public static class Commands
         }
     }
 
-    private static async Task<int> SetupAsync(NpgsqlDataSource dataSource, Dictionary<string, string> options)
+    private static async Task<int> SetupAsync(NpgsqlDataSource dataSource, NpgsqlDataSource? orleansDataSource, Dictionary<string, string> options)
     {
         var defaults = DatabaseSetup.DefaultDemoSize;
         var size = new DatabaseSetup.DemoSize(
             Int(options, "sites", defaults.Sites), Int(options, "users", defaults.UsersPerSite), Int(options, "orders", defaults.Orders));
-        await DatabaseSetup.ApplySchemaAsync(dataSource);
+        await DatabaseSetup.ApplySchemaAsync(dataSource, orleansDataSource);
         var started = TimeProvider.System.GetTimestamp();
         var generated = await DatabaseSetup.GenerateDemoDataIfEmptyAsync(dataSource, size);
         Console.WriteLine(generated

@@ -3,8 +3,8 @@ using Npgsql;
 namespace StatsCache.WebHost.Setup;
 
 /// <summary>
-/// Creates the demo platform schema (idempotent) and, on an empty database, its demo data.
-/// The SQL is deploy/sql, embedded in this assembly.
+/// Creates the demo platform schema and the Orleans providers' tables and statements (idempotent)
+/// and, on an empty database, the demo data. The SQL is deploy/sql, embedded in this assembly.
 /// </summary>
 public static class DatabaseSetup
 {
@@ -13,16 +13,16 @@ public static class DatabaseSetup
 
     public static readonly DemoSize DefaultDemoSize = new(5, 2000, 100_000);
 
-    /// <summary>Applies schema.sql and the data generator's definition; safe to run any number of times, concurrently too.</summary>
-    public static async Task ApplySchemaAsync(NpgsqlDataSource dataSource, CancellationToken cancellationToken = default)
+    /// <summary>
+    /// Applies schema.sql and the data generator's definition to the Stats database, and orleans.sql
+    /// (membership and grain storage tables and statements) to the Orleans database, which is the Stats
+    /// database when <paramref name="orleansDataSource"/> is null. Safe to run any number of times, concurrently too.
+    /// </summary>
+    public static async Task ApplySchemaAsync(
+        NpgsqlDataSource dataSource, NpgsqlDataSource? orleansDataSource = null, CancellationToken cancellationToken = default)
     {
-        await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
-        await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
-        // Serialise concurrent set-ups (test hosts, silos) so CREATE ... IF NOT EXISTS never races.
-        await ExecuteAsync(connection, "select pg_advisory_xact_lock(hashtext('statscache-setup'))", cancellationToken);
-        await ExecuteAsync(connection, ReadSql("schema.sql"), cancellationToken);
-        await ExecuteAsync(connection, ReadSql("demo-data.sql"), cancellationToken);
-        await transaction.CommitAsync(cancellationToken);
+        await ApplyAsync(dataSource, ["schema.sql", "demo-data.sql"], cancellationToken);
+        await ApplyAsync(orleansDataSource ?? dataSource, ["orleans.sql"], cancellationToken);
     }
 
     /// <summary>Generates demo data when the database has no website yet; returns whether it did.</summary>
@@ -51,6 +51,20 @@ public static class DatabaseSetup
         // without which the views' index-only scans fall back to slower plans.
         await ExecuteAsync(connection, "vacuum (analyze)", cancellationToken);
         return true;
+    }
+
+    private static async Task ApplyAsync(NpgsqlDataSource dataSource, string[] files, CancellationToken cancellationToken)
+    {
+        await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
+        await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
+        // Serialise concurrent set-ups (test hosts, silos) so CREATE ... IF NOT EXISTS never races.
+        await ExecuteAsync(connection, "select pg_advisory_xact_lock(hashtext('statscache-setup'))", cancellationToken);
+        foreach (var file in files)
+        {
+            await ExecuteAsync(connection, ReadSql(file), cancellationToken);
+        }
+
+        await transaction.CommitAsync(cancellationToken);
     }
 
     private static async Task ExecuteAsync(NpgsqlConnection connection, string sql, CancellationToken cancellationToken)

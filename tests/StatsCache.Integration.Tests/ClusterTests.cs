@@ -1,0 +1,205 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Net;
+using System.Net.Http.Json;
+using System.Text.Json;
+using StatsCache.WebHost.Setup;
+
+namespace StatsCache.Integration.Tests;
+
+/// <summary>
+/// A real cluster: silo processes with <c>Orleans:Membership=AdoNet</c> and <c>Orleans:Storage=AdoNet</c> on the
+/// test database (orleans.sql applied by the fixture), and the web host as their client finding gateways in
+/// the membership table. Every test runs its own cluster (a fresh ClusterId) and its own website.
+/// </summary>
+[Collection(DatabaseCollection.Name)]
+public sealed class ClusterTests(TestDatabase db)
+{
+    private static readonly TimeSpan Deadline = TimeSpan.FromSeconds(30);
+
+    [Fact]
+    public async Task TwoSilosOnPostgresMembershipServeEachUserTheirOwnNumbers()
+    {
+        var settings = ClusterSettings();
+        await using var silos = new SiloGroup();
+        await silos.StartAsync(db.ConnectionString, settings, count: 2);
+        await WaitUntilAsync(
+            async () => await ActiveSilosAsync(settings["Orleans:ClusterId"]) == 2, "both silos active in the membership table");
+        await using var web = ClientWebHost(settings);
+
+        var site = await db.NewWebsiteAsync();
+        var users = new List<(long Id, decimal Spent)>();
+        for (var i = 1; i <= 6; i++)
+        {
+            var user = await db.NewUserAsync(site, "client");
+            await InsertOrderAsync(site, user, price: 10m * i + 0.5m);
+            users.Add((user, 10m * i + 0.5m));
+        }
+
+        var answers = await Task.WhenAll(users.Select(u => GetClientStatsAsync(web, site, u.Id)));
+        for (var i = 0; i < users.Count; i++)
+        {
+            Assert.Equal(users[i].Spent, answers[i].Spent);
+        }
+
+        // Each user's grain kept its snapshot in PostgreSQL, under its own key.
+        await WaitUntilAsync(async () => await StoredSnapshotsAsync(site) == users.Count, $"{users.Count} snapshots in OrleansStorage");
+        Assert.Equal(HttpStatusCode.OK, (await web.CreateClient().GetAsync("/readyz")).StatusCode);
+    }
+
+    [Fact]
+    public async Task AfterEverySiloRestartsTheFirstReadIsTheStoredSnapshot()
+    {
+        var settings = ClusterSettings();
+        var site = await db.NewWebsiteAsync();
+        var user = await db.NewUserAsync(site, "client");
+        await InsertOrderAsync(site, user, price: 12.5m);
+
+        ClientStats before;
+        await using (var silos = new SiloGroup())
+        {
+            await silos.StartAsync(db.ConnectionString, settings, count: 2);
+            await using (var web = ClientWebHost(settings))
+            {
+                before = await GetClientStatsAsync(web, site, user);
+                Assert.Equal(12.5m, before.Spent);
+                await WaitUntilAsync(async () => await StoredSnapshotsAsync(site) == 1, "the snapshot in OrleansStorage");
+            }
+
+            var exitCodes = await silos.StopAllAsync();
+            Assert.All(exitCodes, code => Assert.Equal(0, code));
+        }
+
+        // The source now says something else: an answer of 12.5 with the old asOf can only come from storage.
+        await InsertOrderAsync(site, user, price: 7.5m);
+
+        await using var restarted = await SiloProcess.StartAsync(db.ConnectionString, settings);
+        await using var webAfter = ClientWebHost(settings);
+        var after = await GetClientStatsAsync(webAfter, site, user);
+        Assert.Equal(before.AsOf, after.AsOf);
+        Assert.Equal(12.5m, after.Spent);
+        Assert.False(after.Stale);
+
+        // Stored with Orleans' serializer (binary, [Alias]ed types), not the provider's default JSON.
+        var payload = await ScalarAsync<byte[]>(
+            "select PayloadBinary from OrleansStorage where GrainIdExtensionString = @key", ("key", $"{site}/client/{user}"));
+        Assert.NotEqual((byte)'{', payload[0]);
+    }
+
+    [Fact]
+    public async Task OrleansSetupIsIdempotentAndHoldsEveryStatementTheProvidersRead()
+    {
+        // The fixture applied it once already; a second run (and a third, concurrently) must be harmless.
+        await Task.WhenAll(DatabaseSetup.ApplySchemaAsync(db.DataSource), DatabaseSetup.ApplySchemaAsync(db.DataSource));
+
+        string[] expected =
+        [
+            "CleanupDefunctSiloEntriesKey", "CleanupDefunctSiloEntryKey", "ClearStorageKey", "DeleteMembershipTableEntriesKey",
+            "DeleteStorageKey", "GatewaysQueryKey", "InsertMembershipKey", "InsertMembershipVersionKey", "MembershipReadAllKey",
+            "MembershipReadRowKey", "ReadFromStorageKey", "UpdateIAmAlivetimeKey", "UpdateMembershipKey", "WriteToStorageKey",
+        ];
+        await using var command = db.DataSource.CreateCommand("select QueryKey from OrleansQuery order by QueryKey");
+        await using var reader = await command.ExecuteReaderAsync();
+        var keys = new List<string>();
+        while (await reader.ReadAsync())
+        {
+            keys.Add(reader.GetString(0));
+        }
+
+        Assert.Equal(expected.Order(StringComparer.Ordinal), keys.Order(StringComparer.Ordinal));
+    }
+
+    private sealed record ClientStats(string AsOf, decimal Spent, bool Stale);
+
+    /// <summary>AdoNet membership and storage on a cluster of this test's own.</summary>
+    private static Dictionary<string, string> ClusterSettings() => new()
+    {
+        ["Orleans:Membership"] = "AdoNet",
+        ["Orleans:Storage"] = "AdoNet",
+        ["Orleans:ClusterId"] = $"test-{Guid.NewGuid():N}",
+    };
+
+    private static StatsCacheFactory ClientWebHost(Dictionary<string, string> settings)
+    {
+        var factory = new StatsCacheFactory();
+        factory.Settings["Orleans:Mode"] = "Client";
+        foreach (var (key, value) in settings)
+        {
+            factory.Settings[key] = value;
+        }
+
+        return factory;
+    }
+
+    private static async Task<ClientStats> GetClientStatsAsync(StatsCacheFactory web, long site, long user)
+    {
+        var response = await web.ClientFor(site, "client", user).GetAsync("/api/dashboards/client-stats");
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var body = await response.Content.ReadFromJsonAsync<JsonElement>();
+        Assert.Equal(user.ToString(CultureInfo.InvariantCulture), body.GetProperty("user").ToString());
+        return new ClientStats(
+            body.GetProperty("asOf").GetString()!,
+            body.GetProperty("data").GetProperty("summary").GetProperty("total_spent").GetDecimal(),
+            body.GetProperty("stale").GetBoolean());
+    }
+
+    private Task InsertOrderAsync(long site, long client, decimal price) =>
+        db.ExecuteAsync(
+            "insert into orders (website_id, client_id, status, price, pages, is_paid, created_at, deadline) " +
+            "values (@w, @c, 'completed', @p, 2, true, now(), now() + interval '1 day')",
+            ("w", site), ("c", client), ("p", price));
+
+    private Task<long> ActiveSilosAsync(string clusterId) =>
+        ScalarAsync<long>(
+            "select count(*) from OrleansMembershipTable where DeploymentId = @cluster and Status = 3", ("cluster", clusterId));
+
+    private Task<long> StoredSnapshotsAsync(long site) =>
+        ScalarAsync<long>(
+            "select count(*) from OrleansStorage where GrainIdExtensionString like @prefix and PayloadBinary is not null",
+            ("prefix", $"{site}/client/%"));
+
+    private async Task<T> ScalarAsync<T>(string sql, params (string Name, object Value)[] parameters)
+    {
+        await using var command = db.DataSource.CreateCommand(sql);
+        foreach (var (name, value) in parameters)
+        {
+            command.Parameters.AddWithValue(name, value);
+        }
+
+        return (T)(await command.ExecuteScalarAsync())!;
+    }
+
+    private static async Task WaitUntilAsync(Func<Task<bool>> condition, string what)
+    {
+        var started = Stopwatch.StartNew();
+        using var poll = new PeriodicTimer(TimeSpan.FromMilliseconds(100));
+        while (!await condition())
+        {
+            if (started.Elapsed > Deadline)
+            {
+                throw new TimeoutException($"Waited {Deadline.TotalSeconds} s for {what}.");
+            }
+
+            await poll.WaitForNextTickAsync();
+        }
+    }
+
+    /// <summary>Silo processes of one cluster, started together and stopped together.</summary>
+    private sealed class SiloGroup : IAsyncDisposable
+    {
+        private readonly List<SiloProcess> _silos = [];
+
+        public async Task StartAsync(string connectionString, IReadOnlyDictionary<string, string> settings, int count) =>
+            _silos.AddRange(await Task.WhenAll(Enumerable.Range(0, count).Select(_ => SiloProcess.StartAsync(connectionString, settings))));
+
+        public Task<int[]> StopAllAsync() => Task.WhenAll(_silos.Select(s => s.StopAsync()));
+
+        public async ValueTask DisposeAsync()
+        {
+            foreach (var silo in _silos)
+            {
+                await silo.DisposeAsync();
+            }
+        }
+    }
+}
