@@ -5,15 +5,18 @@ namespace StatsCache;
 /// <summary>The dashboards of one user in one role on one site, keyed <c>"{site}/{role}/{user}"</c>.</summary>
 public interface IUserDashboardGrain : IGrainWithStringKey
 {
-    /// <summary>Returns the current snapshot of a view, loading it once if it is not cached.</summary>
-    ValueTask<DashboardResult> GetAsync(DashboardRequest request);
+    /// <summary>
+    /// Returns the current snapshot of a view, loading it once if it is not cached. Cancelling stops
+    /// this caller's wait, never the load, which other readers share.
+    /// </summary>
+    ValueTask<DashboardResult> GetAsync(DashboardRequest request, CancellationToken cancellationToken = default);
 }
 
 /// <summary>The site-scoped views of one site and role, keyed <c>"{site}/{role}"</c>; shared by its users.</summary>
 public interface ISiteDashboardGrain : IGrainWithStringKey
 {
-    /// <summary>Returns the current snapshot of a site-scoped view, loading it once if it is not cached.</summary>
-    ValueTask<DashboardResult> GetAsync(DashboardRequest request);
+    /// <summary>Returns the current snapshot of a site-scoped view, loading it once if it is not cached; cancelling stops the wait.</summary>
+    ValueTask<DashboardResult> GetAsync(DashboardRequest request, CancellationToken cancellationToken = default);
 }
 
 /// <summary>A read of one view with canonical parameters (see <see cref="Catalog.BoundParameters.Key"/>).</summary>

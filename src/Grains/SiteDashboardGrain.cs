@@ -32,7 +32,7 @@ public sealed class SiteDashboardGrain(
     public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken) =>
         _entries.DeactivateAsync();
 
-    public ValueTask<DashboardResult> GetAsync(DashboardRequest request)
+    public ValueTask<DashboardResult> GetAsync(DashboardRequest request, CancellationToken cancellationToken = default)
     {
         var view = cache.Catalog.Find(request.View) ?? throw new ArgumentException($"Unknown view '{request.View}'.", nameof(request));
         if (view.Scope != ViewScope.Site || !view.AllowsRole(_scope.Role))
@@ -40,6 +40,6 @@ public sealed class SiteDashboardGrain(
             throw new UnauthorizedAccessException($"View '{view.Name}' is not a site view for role '{_scope.Role}'.");
         }
 
-        return _entries.GetAsync(view, request);
+        return _entries.GetAsync(view, request, cancellationToken);
     }
 }

@@ -32,7 +32,7 @@ public sealed class UserDashboardGrain(
     public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken) =>
         _entries.DeactivateAsync();
 
-    public ValueTask<DashboardResult> GetAsync(DashboardRequest request)
+    public ValueTask<DashboardResult> GetAsync(DashboardRequest request, CancellationToken cancellationToken = default)
     {
         var view = cache.Catalog.Find(request.View) ?? throw new ArgumentException($"Unknown view '{request.View}'.", nameof(request));
         if (!view.AllowsRole(_scope.Role))
@@ -41,7 +41,7 @@ public sealed class UserDashboardGrain(
         }
 
         return view.Scope == ViewScope.Site
-            ? GrainFactory.GetGrain<ISiteDashboardGrain>(DashboardScope.SiteKey(_scope.SiteId, _scope.Role)).GetAsync(request)
-            : _entries.GetAsync(view, request);
+            ? GrainFactory.GetGrain<ISiteDashboardGrain>(DashboardScope.SiteKey(_scope.SiteId, _scope.Role)).GetAsync(request, cancellationToken)
+            : _entries.GetAsync(view, request, cancellationToken);
     }
 }

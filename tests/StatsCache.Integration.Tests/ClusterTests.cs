@@ -4,6 +4,7 @@ using System.Net;
 using System.Net.Http.Json;
 using System.Text.Json;
 using StatsCache.WebHost.Setup;
+using Xunit.Abstractions;
 
 namespace StatsCache.Integration.Tests;
 
@@ -13,7 +14,7 @@ namespace StatsCache.Integration.Tests;
 /// the membership table. Every test runs its own cluster (a fresh ClusterId) and its own website.
 /// </summary>
 [Collection(DatabaseCollection.Name)]
-public sealed class ClusterTests(TestDatabase db)
+public sealed class ClusterTests(TestDatabase db, ITestOutputHelper output)
 {
     private static readonly TimeSpan Deadline = TimeSpan.FromSeconds(30);
 
@@ -87,6 +88,97 @@ public sealed class ClusterTests(TestDatabase db)
     }
 
     [Fact]
+    public async Task KillingASiloUnderLoadFailsNoRequestAndEveryRequestCompletesWithinTenSeconds()
+    {
+        var settings = ClusterSettings();
+        await using var silos = new SiloGroup();
+        await silos.StartAsync(db.ConnectionString, settings, count: 2);
+        await WaitUntilAsync(async () => await ActiveSilosAsync(settings["Orleans:ClusterId"]) == 2, "both silos active");
+        await using var web = ClientWebHost(settings);
+
+        var site = await db.NewWebsiteAsync();
+        var users = new List<(long Id, decimal Spent)>();
+        for (var i = 1; i <= 40; i++)
+        {
+            var user = await db.NewUserAsync(site, "client");
+            await InsertOrderAsync(site, user, price: i + 0.25m);
+            users.Add((user, i + 0.25m));
+        }
+
+        var clients = users.ToDictionary(u => u.Id, u => web.ClientFor(site, "client", u.Id));
+        await Task.WhenAll(users.Select(u => GetClientStatsAsync(clients[u.Id], u.Id))); // warm: every grain active, every snapshot stored
+        await WaitUntilAsync(async () => await StoredSnapshotsAsync(site) == users.Count, "every snapshot stored");
+
+        // Eight readers cycle through the users; one silo is killed once they are well under way.
+        var results = new System.Collections.Concurrent.ConcurrentBag<(TimeSpan Started, TimeSpan Took, string? Error)>();
+        var clock = Stopwatch.StartNew();
+        var count = 0;
+        using var stop = new CancellationTokenSource(Deadline * 2); // the load ends 12 s after the kill, or on this safety net
+        var underWay = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var readers = Enumerable.Range(0, 8).Select(reader => Task.Run(async () =>
+        {
+            for (var n = reader; !stop.IsCancellationRequested; n += 8)
+            {
+                var (id, spent) = users[n % users.Count];
+                var started = clock.Elapsed;
+                string? error = null;
+                try
+                {
+                    var stats = await GetClientStatsAsync(clients[id], id);
+                    error = stats.Spent == spent ? null : $"user {id} got total {stats.Spent}, expected {spent}";
+                }
+                catch (Exception e)
+                {
+                    error = e.Message;
+                }
+
+                results.Add((started, clock.Elapsed - started, error));
+                if (Interlocked.Increment(ref count) >= 400)
+                {
+                    underWay.TrySetResult();
+                }
+            }
+        })).ToList();
+
+        await underWay.Task.WaitAsync(Deadline);
+        var killedAt = clock.Elapsed;
+        await silos.KillAsync(0);
+        stop.CancelAfter(TimeSpan.FromSeconds(12));
+        await Task.WhenAll(readers);
+
+        var afterKill = results.Where(r => r.Started + r.Took >= killedAt).ToList();
+        var failed = results.Where(r => r.Error is not null).ToList();
+        var slowest = afterKill.Max(r => r.Took);
+        output.WriteLine($"{results.Count} requests, {afterKill.Count} finished after the kill, {failed.Count} failed, slowest {slowest.TotalSeconds:F2} s");
+        Assert.True(failed.Count == 0, $"{failed.Count} requests failed, e.g. {failed.FirstOrDefault().Error}");
+        Assert.True(slowest < TimeSpan.FromSeconds(10), $"The slowest request after the kill took {slowest.TotalSeconds:F1} s.");
+        Assert.Contains(afterKill, r => r.Started > killedAt + TimeSpan.FromSeconds(10)); // the load really went on past the failover
+    }
+
+    [Fact]
+    public async Task ClientWebHostSurvivesARestartOfEverySilo()
+    {
+        var settings = ClusterSettings();
+        var site = await db.NewWebsiteAsync();
+        var user = await db.NewUserAsync(site, "client");
+        await InsertOrderAsync(site, user, price: 3m);
+        await using var web = ClientWebHost(settings);
+
+        await using (var silos = new SiloGroup())
+        {
+            await silos.StartAsync(db.ConnectionString, settings, count: 1);
+            Assert.Equal(3m, (await GetClientStatsAsync(web, site, user)).Spent);
+            Assert.All(await silos.StopAllAsync(), code => Assert.Equal(0, code));
+        }
+
+        // The same web host, never restarted, finds the new silo's gateway and answers again.
+        await using var restarted = await SiloProcess.StartAsync(db.ConnectionString, settings);
+        var http = web.ClientFor(site, "client", user);
+        await WaitUntilAsync(async () => (await http.GetAsync("/api/dashboards/client-stats")).StatusCode == HttpStatusCode.OK, "an answer through the restarted silo");
+        Assert.Equal(3m, (await GetClientStatsAsync(web, site, user)).Spent);
+    }
+
+    [Fact]
     public async Task OrleansSetupIsIdempotentAndHoldsEveryStatementTheProvidersRead()
     {
         // The fixture applied it once already; a second run (and a third, concurrently) must be harmless.
@@ -131,9 +223,12 @@ public sealed class ClusterTests(TestDatabase db)
         return factory;
     }
 
-    private static async Task<ClientStats> GetClientStatsAsync(StatsCacheFactory web, long site, long user)
+    private static Task<ClientStats> GetClientStatsAsync(StatsCacheFactory web, long site, long user) =>
+        GetClientStatsAsync(web.ClientFor(site, "client", user), user);
+
+    private static async Task<ClientStats> GetClientStatsAsync(HttpClient http, long user)
     {
-        var response = await web.ClientFor(site, "client", user).GetAsync("/api/dashboards/client-stats");
+        var response = await http.GetAsync("/api/dashboards/client-stats");
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         var body = await response.Content.ReadFromJsonAsync<JsonElement>();
         Assert.Equal(user.ToString(CultureInfo.InvariantCulture), body.GetProperty("user").ToString());
@@ -191,6 +286,8 @@ public sealed class ClusterTests(TestDatabase db)
 
         public async Task StartAsync(string connectionString, IReadOnlyDictionary<string, string> settings, int count) =>
             _silos.AddRange(await Task.WhenAll(Enumerable.Range(0, count).Select(_ => SiloProcess.StartAsync(connectionString, settings))));
+
+        public Task KillAsync(int index) => _silos[index].KillAsync();
 
         public Task<int[]> StopAllAsync() => Task.WhenAll(_silos.Select(s => s.StopAsync()));
 

@@ -64,7 +64,7 @@ internal sealed partial class DashboardEntries(
         _lifetime.Dispose();
     }
 
-    public ValueTask<DashboardResult> GetAsync(ViewDefinition view, DashboardRequest request)
+    public ValueTask<DashboardResult> GetAsync(ViewDefinition view, DashboardRequest request, CancellationToken cancellationToken)
     {
         var entry = GetOrAdd(view, request.Parameters);
         var now = time.GetUtcNow();
@@ -75,14 +75,14 @@ internal sealed partial class DashboardEntries(
         var result = Read(entry, now);
         if (request.Refresh || (result.Snapshot is null && (entry.InFlight is not null || now >= entry.NextRefreshAt)))
         {
-            return LoadThenReadAsync(entry);
+            return LoadThenReadAsync(entry, cancellationToken);
         }
 
         metrics.Read(view.Name, result.Snapshot is null ? ReadOutcome.Unavailable : ReadOutcome.Hit, result.Stale);
         return new ValueTask<DashboardResult>(result);
     }
 
-    private async ValueTask<DashboardResult> LoadThenReadAsync(Entry entry)
+    private async ValueTask<DashboardResult> LoadThenReadAsync(Entry entry, CancellationToken cancellationToken)
     {
         var outcome = entry.InFlight is null ? ReadOutcome.Loaded : ReadOutcome.Joined;
         if (outcome == ReadOutcome.Joined)
@@ -90,7 +90,7 @@ internal sealed partial class DashboardEntries(
             metrics.Joined(entry.View.Name);
         }
 
-        await LoadAsync(entry);
+        await LoadAsync(entry).WaitAsync(cancellationToken);
         var result = Read(entry, time.GetUtcNow());
         metrics.Read(entry.View.Name, result.Snapshot is null ? ReadOutcome.Unavailable : outcome, result.Stale);
         return result;

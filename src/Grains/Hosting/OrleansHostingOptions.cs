@@ -63,8 +63,16 @@ public sealed class OrleansHostingOptions
 
     /// <summary>
     /// The address a silo publishes in the membership table for other silos and clients to reach it
-    /// (AdoNet membership). The loopback address suits one machine; in a real cluster set the node's address.
+    /// (AdoNet membership): an IP address, or a host name resolved at start (a container's own name
+    /// in docker compose). The loopback address suits one machine.
     /// </summary>
     [Required]
-    public string AdvertisedIPAddress { get; set; } = "127.0.0.1";
+    public string AdvertisedAddress { get; set; } = "127.0.0.1";
+
+    /// <summary>
+    /// Under Kubernetes: take the silo's name, address and cluster identity from the pod
+    /// (<c>POD_NAME</c>, <c>POD_NAMESPACE</c>, <c>POD_IP</c>, <c>ORLEANS_SERVICE_ID</c>, <c>ORLEANS_CLUSTER_ID</c>)
+    /// and remove silos whose pods are gone.
+    /// </summary>
+    public bool IsKubernetesHostingEnabled { get; set; }
 }

@@ -68,11 +68,26 @@ public static class StatsCacheHostingExtensions
                 o.SiloPort = orleans.SiloPort;
                 o.GatewayPort = orleans.GatewayPort;
             });
+
+            // After Kubernetes hosting's own settings, so the pod's identity and address win.
+            if (orleans.IsKubernetesHostingEnabled)
+            {
+                silo.UseKubernetesHosting();
+            }
         }
         else
         {
             silo.UseLocalhostClustering(orleans.SiloPort, orleans.GatewayPort, serviceId: orleans.ServiceId, clusterId: orleans.ClusterId);
         }
+
+        // Declare a dead silo dead in seconds, not the default tens of seconds: until then calls to its
+        // grains are rejected (the web host retries them). Two missed probes of 2 s each; the votes
+        // needed stay at Orleans' default (capped by Orleans at half the active silos).
+        silo.Configure<ClusterMembershipOptions>(o =>
+        {
+            o.ProbeTimeout = TimeSpan.FromSeconds(2);
+            o.NumMissedProbesLimit = 2;
+        });
 
         if (orleans.Storage == OrleansStorage.AdoNet)
         {
@@ -114,6 +129,9 @@ public static class StatsCacheHostingExtensions
                 o.ClusterId = orleans.ClusterId;
                 o.ServiceId = orleans.ServiceId;
             });
+
+            // Find restarted or added silos' gateways within seconds, not the default minute.
+            client.Configure<GatewayOptions>(o => o.GatewayListRefreshPeriod = TimeSpan.FromSeconds(5));
         }
         else
         {
@@ -134,10 +152,23 @@ public static class StatsCacheHostingExtensions
             $"Neither ConnectionStrings:{OrleansConnectionName} nor ConnectionStrings:{StatsConnectionName} is set " +
             $"(environment variables ConnectionStrings__{OrleansConnectionName}, ConnectionStrings__{StatsConnectionName}).");
 
-    private static IPAddress AdvertisedAddress(OrleansHostingOptions orleans) =>
-        IPAddress.TryParse(orleans.AdvertisedIPAddress, out var address)
-            ? address
-            : throw new InvalidOperationException($"Orleans:AdvertisedIPAddress '{orleans.AdvertisedIPAddress}' is not an IP address.");
+    private static IPAddress AdvertisedAddress(OrleansHostingOptions orleans)
+    {
+        if (IPAddress.TryParse(orleans.AdvertisedAddress, out var address))
+        {
+            return address;
+        }
+
+        try
+        {
+            return Dns.GetHostAddresses(orleans.AdvertisedAddress).FirstOrDefault(a => a.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork)
+                ?? throw new InvalidOperationException($"Orleans:AdvertisedAddress '{orleans.AdvertisedAddress}' has no IPv4 address.");
+        }
+        catch (System.Net.Sockets.SocketException e)
+        {
+            throw new InvalidOperationException($"Orleans:AdvertisedAddress '{orleans.AdvertisedAddress}' does not resolve: {e.Message}", e);
+        }
+    }
 
     /// <summary>The services the dashboard grains take, with validated cache options. Tests bring their own source.</summary>
     public static IServiceCollection AddStatsCacheGrains(this IServiceCollection services)

@@ -90,9 +90,9 @@ public static class DashboardApi
         {
             var grain = grains.GetGrain<IUserDashboardGrain>(caller.GrainKey);
             var request = new DashboardRequest(definition.Name, parameters.Key, refresh);
-            result = await GrainCalls.ReadAsync(() => grain.GetAsync(request), options.Value.GrainRetryTimeout, context.RequestAborted);
+            result = await GrainCalls.ReadAsync(ct => grain.GetAsync(request, ct), options.Value, context.RequestAborted);
         }
-        catch (Exception e) when (e is OrleansException or TimeoutException)
+        catch (Exception e) when (e is OrleansException or TimeoutException || (e is OperationCanceledException && !context.RequestAborted.IsCancellationRequested))
         {
             loggers.CreateLogger(typeof(DashboardApi)).LogWarning(e, "The cluster did not answer a read of {View}", definition.Name);
             return Unavailable(context.Response, "The cache cluster is unavailable.", TimeSpan.FromSeconds(1));
