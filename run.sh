@@ -1,18 +1,30 @@
 #!/usr/bin/env bash
 # Runs StatsCache on this machine: a local PostgreSQL (unless ConnectionStrings__Stats names one),
 # the demo schema and data, and the Release web host with its in-process silo.
+#   ./run.sh               one process: the web host with an in-process silo
+#   ./run.sh --cluster N   N silo processes (membership and snapshots in PostgreSQL) and the web host as their client
 # Honours ConnectionStrings__Stats, Auth__SigningKey, Auth__Issuer, Auth__Audience and ASPNETCORE_URLS.
 # Demo size on first run: DEMO_SITES, DEMO_USERS (per site), DEMO_ORDERS. Ctrl-C stops everything it started.
 set -euo pipefail
 cd "$(dirname "$0")"
 source deploy/scripts/postgres.sh
 
+silos=0
+case "${1:-}" in
+  "") ;;
+  --cluster) silos="${2:-}"; [[ "$silos" =~ ^[1-9][0-9]?$ ]] || { echo "usage: ./run.sh [--cluster N]  (N from 1 to 99)" >&2; exit 2; } ;;
+  *) echo "usage: ./run.sh [--cluster N]" >&2; exit 2 ;;
+esac
+
 state=".local"
 mkdir -p "$state"
 pg_data=""
 webhost_pid=""
+silo_pids=()
 stop() {
-  [ -n "$webhost_pid" ] && kill -TERM "$webhost_pid" 2>/dev/null && wait "$webhost_pid" 2>/dev/null || true
+  local pid
+  for pid in $webhost_pid "${silo_pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in $webhost_pid "${silo_pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   [ -n "$pg_data" ] && pg_stop "$pg_data"
 }
 trap stop EXIT
@@ -40,6 +52,10 @@ url="${ASPNETCORE_URLS%%;*}"
 
 echo "Building the web host (Release)"
 dotnet build src/WebHost -c Release -v quiet -nologo
+if [ "$silos" -gt 0 ]; then
+  echo "Building the silo (Release)"
+  dotnet build src/Silo -c Release -v quiet -nologo
+fi
 # Run from the build folder so the host finds its appsettings.json (its content root).
 webhost() { (cd src/WebHost/bin/Release/net10.0 && exec dotnet StatsCache.WebHost.dll "$@"); }
 
@@ -47,6 +63,25 @@ webhost setup --sites "${DEMO_SITES:-5}" --users "${DEMO_USERS:-2000}" --orders 
 admin_token="$(webhost token --site 1 --role admin)"
 client_token="$(webhost token --site 1 --role client)"
 writer_token="$(webhost token --site 1 --role writer)"
+
+if [ "$silos" -gt 0 ]; then
+  # A cluster of this run's own: dead silos of earlier runs stay in the membership table under other ids.
+  export Orleans__Mode=Client Orleans__Membership=AdoNet Orleans__Storage=AdoNet \
+    Orleans__ClusterId="local-$(date +%s)" Orleans__AdvertisedAddress=127.0.0.1
+  for i in $(seq 1 "$silos"); do
+    (cd src/Silo/bin/Release/net10.0 && Orleans__SiloPort=$((11110 + i)) Orleans__GatewayPort=$((29999 + i)) \
+      exec dotnet StatsCache.Silo.dll) > "$state/silo-$i.log" 2>&1 &
+    silo_pids+=($!)
+    echo "Silo $i: silo port $((11110 + i)), gateway $((29999 + i)), log $state/silo-$i.log"
+  done
+  for i in $(seq 1 "$silos"); do
+    for _ in $(seq 1 120); do
+      (echo > "/dev/tcp/127.0.0.1/$((29999 + i))") 2>/dev/null && break
+      kill -0 "${silo_pids[$((i - 1))]}" 2>/dev/null || { echo "Silo $i exited; see $state/silo-$i.log" >&2; exit 1; }
+      sleep 0.5
+    done
+  done
+fi
 
 webhost &
 webhost_pid=$!
