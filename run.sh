@@ -83,7 +83,8 @@ if [ "$silos" -gt 0 ]; then
   done
 fi
 
-webhost &
+# exec, so that $! is the web host itself and Ctrl-C's SIGTERM reaches it.
+(cd src/WebHost/bin/Release/net10.0 && exec dotnet StatsCache.WebHost.dll) &
 webhost_pid=$!
 for _ in $(seq 1 120); do
   curl -fsS -o /dev/null "$url/readyz" 2>/dev/null && break
