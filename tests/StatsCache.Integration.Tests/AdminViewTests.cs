@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Net;
 using System.Net.Http.Json;
 using System.Text.Json;
+using static StatsCache.Integration.Tests.ViewAssert;
 
 namespace StatsCache.Integration.Tests;
 
@@ -60,13 +61,13 @@ public sealed class AdminViewTests(TestDatabase db, StatsCacheFactory factory)
 
         var data = await GetDataAsync(site, admin, "admin-overview");
 
-        AssertRow(data.GetProperty("orders_by_status"), ("total", 13m), ("pending", 1m), ("available", 1m), ("in_progress", 1m),
+        Row(data.GetProperty("orders_by_status"), ("total", 13m), ("pending", 1m), ("available", 1m), ("in_progress", 1m),
             ("submitted", 1m), ("revision", 1m), ("completed", 5m), ("disputed", 1m), ("cancelled", 1m), ("refunded", 1m));
-        AssertRow(data.GetProperty("revenue"), ("today", 100m), ("last_7_days", 140m), ("last_30_days", 165.50m),
+        Row(data.GetProperty("revenue"), ("today", 100m), ("last_7_days", 140m), ("last_30_days", 165.50m),
             ("today_orders", 1m), ("last_7_days_orders", 2m), ("last_30_days_orders", 3m));
-        AssertRow(data.GetProperty("people"), ("active_clients", 2m), ("active_writers", 1m),
+        Row(data.GetProperty("people"), ("active_clients", 2m), ("active_writers", 1m),
             ("ordering_clients_30d", 3m), ("working_writers_30d", 2m));
-        AssertRow(data.GetProperty("issues"), ("open_disputes", 3m), ("disputes_open", 2m), ("disputes_in_review", 1m),
+        Row(data.GetProperty("issues"), ("open_disputes", 3m), ("disputes_open", 2m), ("disputes_in_review", 1m),
             ("pending_refunds", 2m), ("pending_refunds_amount", 15.25m), ("approved_refunds", 1m), ("approved_refunds_amount", 30m));
     }
 
@@ -98,7 +99,7 @@ public sealed class AdminViewTests(TestDatabase db, StatsCacheFactory factory)
         await OrderAsync(site, client, "completed", 9m, w1, created: now, completed: Noon(today, 1));
         await SeedOtherWebsiteAsync();
 
-        var data = await GetDataAsync(site, admin, "admin-analytics", "?days=7");
+        var data = await GetDataAsync(site, admin, "admin-analytics", "days=7");
 
         AssertDaily(data.GetProperty("daily"), today, 7, new()
         {
@@ -110,7 +111,7 @@ public sealed class AdminViewTests(TestDatabase db, StatsCacheFactory factory)
             [0] = (2, 1, 0m),
         });
         // 8 orders created in the window: 5 completed (62.5 %), 1 cancelled (12.5 %), 1 refunded.
-        AssertRow(data.GetProperty("summary"), ("orders", 8m), ("completed", 5m), ("cancelled", 1m), ("refunded", 1m),
+        Row(data.GetProperty("summary"), ("orders", 8m), ("completed", 5m), ("cancelled", 1m), ("refunded", 1m),
             ("completion_rate_pct", 62.5m), ("cancellation_rate_pct", 12.5m), ("completions", 5m), ("revenue", 250m));
         // Both writers completed 2; the higher value (150 against 110) ranks first.
         AssertTopWriters(data.GetProperty("top_writers"), (w1, 2, 150m), (w2, 2, 110m));
@@ -158,10 +159,10 @@ public sealed class AdminViewTests(TestDatabase db, StatsCacheFactory factory)
         await OrderAsync(site, client, "completed", 10m, writer, created: now, completed: now);
         await OrderAsync(site, client, "completed", 20m, writer, created: Noon(now.Date, -1), completed: Noon(now.Date, -1));
 
-        var data = await GetDataAsync(site, admin, "admin-analytics", "?days=1");
+        var data = await GetDataAsync(site, admin, "admin-analytics", "days=1");
 
         AssertDaily(data.GetProperty("daily"), now.Date, 1, new() { [0] = (1, 1, 10m) });
-        AssertRow(data.GetProperty("summary"), ("orders", 1m), ("completed", 1m), ("cancelled", 0m), ("refunded", 0m),
+        Row(data.GetProperty("summary"), ("orders", 1m), ("completed", 1m), ("cancelled", 0m), ("refunded", 0m),
             ("completion_rate_pct", 100m), ("cancellation_rate_pct", 0m), ("completions", 1m), ("revenue", 10m));
         AssertTopWriters(data.GetProperty("top_writers"), (writer, 1, 10m));
     }
@@ -178,10 +179,10 @@ public sealed class AdminViewTests(TestDatabase db, StatsCacheFactory factory)
         await OrderAsync(site, client, "completed", 11m, writer, created: Noon(today, -365), completed: Noon(today, -364).AddHours(1));
         await OrderAsync(site, client, "completed", 13m, writer, created: Noon(today, -366), completed: Noon(today, -365).AddHours(1));
 
-        var data = await GetDataAsync(site, admin, "admin-analytics", "?days=365");
+        var data = await GetDataAsync(site, admin, "admin-analytics", "days=365");
 
         AssertDaily(data.GetProperty("daily"), today, 365, new() { [-364] = (1, 1, 11m) });
-        AssertRow(data.GetProperty("summary"), ("orders", 1m), ("completed", 0m), ("cancelled", 1m), ("refunded", 0m),
+        Row(data.GetProperty("summary"), ("orders", 1m), ("completed", 0m), ("cancelled", 1m), ("refunded", 0m),
             ("completion_rate_pct", 0m), ("cancellation_rate_pct", 100m), ("completions", 1m), ("revenue", 11m));
         AssertTopWriters(data.GetProperty("top_writers"), (writer, 1, 11m));
     }
@@ -224,9 +225,9 @@ public sealed class AdminViewTests(TestDatabase db, StatsCacheFactory factory)
 
         var data = await GetDataAsync(site, admin, "admin-reviews");
 
-        AssertRow(data.GetProperty("website_reviews"), ("total", 5m), ("approved", 3m), ("pending", 1m), ("flagged", 2m), ("average_rating", 3.00m));
-        AssertRow(data.GetProperty("writer_reviews"), ("total", 3m), ("approved", 1m), ("pending", 2m), ("flagged", 0m), ("average_rating", 4.33m));
-        AssertRow(data.GetProperty("order_reviews"), ("total", 2m), ("approved", 1m), ("pending", 0m), ("flagged", 1m), ("average_rating", 3.50m));
+        Row(data.GetProperty("website_reviews"), ("total", 5m), ("approved", 3m), ("pending", 1m), ("flagged", 2m), ("average_rating", 3.00m));
+        Row(data.GetProperty("writer_reviews"), ("total", 3m), ("approved", 1m), ("pending", 2m), ("flagged", 0m), ("average_rating", 4.33m));
+        Row(data.GetProperty("order_reviews"), ("total", 2m), ("approved", 1m), ("pending", 0m), ("flagged", 1m), ("average_rating", 3.50m));
     }
 
     [Fact]
@@ -250,7 +251,7 @@ public sealed class AdminViewTests(TestDatabase db, StatsCacheFactory factory)
         var data = await GetDataAsync(site, admin, "admin-disputes");
 
         // (2 + 5 + 8) / 3 = 5 hours.
-        AssertRow(data.GetProperty("disputes"), ("total", 7m), ("open", 2m), ("in_review", 1m), ("resolved", 2m), ("closed", 2m),
+        Row(data.GetProperty("disputes"), ("total", 7m), ("open", 2m), ("in_review", 1m), ("resolved", 2m), ("closed", 2m),
             ("unresolved", 3m), ("resolved_with_time", 3m), ("average_resolution_seconds", 5m * 3600));
     }
 
@@ -273,7 +274,7 @@ public sealed class AdminViewTests(TestDatabase db, StatsCacheFactory factory)
 
         var data = await GetDataAsync(site, admin, "admin-refunds");
 
-        AssertRow(data.GetProperty("refunds"), ("total", 6m), ("total_amount", 148.25m), ("pending", 2m), ("pending_amount", 15.25m),
+        Row(data.GetProperty("refunds"), ("total", 6m), ("total_amount", 148.25m), ("pending", 2m), ("pending_amount", 15.25m),
             ("approved", 1m), ("approved_amount", 30m), ("processed", 2m), ("processed_amount", 100m), ("rejected", 1m), ("rejected_amount", 3m));
     }
 
@@ -299,7 +300,7 @@ public sealed class AdminViewTests(TestDatabase db, StatsCacheFactory factory)
 
         var data = await GetDataAsync(site, admin, "admin-reminders");
 
-        AssertRow(data.GetProperty("reminders"), ("configs_total", 4m), ("configs_active", 3m), ("sent_total", 6m), ("sent_last_7_days", 3m));
+        Row(data.GetProperty("reminders"), ("configs_total", 4m), ("configs_active", 3m), ("sent_total", 6m), ("sent_last_7_days", 3m));
     }
 
     [Fact]
@@ -310,33 +311,33 @@ public sealed class AdminViewTests(TestDatabase db, StatsCacheFactory factory)
         await SeedOtherWebsiteAsync();
 
         var overview = await GetDataAsync(site, admin, "admin-overview");
-        AssertRow(overview.GetProperty("orders_by_status"), ("total", 0m), ("pending", 0m), ("available", 0m), ("in_progress", 0m),
+        Row(overview.GetProperty("orders_by_status"), ("total", 0m), ("pending", 0m), ("available", 0m), ("in_progress", 0m),
             ("submitted", 0m), ("revision", 0m), ("completed", 0m), ("disputed", 0m), ("cancelled", 0m), ("refunded", 0m));
-        AssertRow(overview.GetProperty("revenue"), ("today", 0m), ("last_7_days", 0m), ("last_30_days", 0m),
+        Row(overview.GetProperty("revenue"), ("today", 0m), ("last_7_days", 0m), ("last_30_days", 0m),
             ("today_orders", 0m), ("last_7_days_orders", 0m), ("last_30_days_orders", 0m));
-        AssertRow(overview.GetProperty("people"), ("active_clients", 0m), ("active_writers", 0m),
+        Row(overview.GetProperty("people"), ("active_clients", 0m), ("active_writers", 0m),
             ("ordering_clients_30d", 0m), ("working_writers_30d", 0m));
-        AssertRow(overview.GetProperty("issues"), ("open_disputes", 0m), ("disputes_open", 0m), ("disputes_in_review", 0m),
+        Row(overview.GetProperty("issues"), ("open_disputes", 0m), ("disputes_open", 0m), ("disputes_in_review", 0m),
             ("pending_refunds", 0m), ("pending_refunds_amount", 0m), ("approved_refunds", 0m), ("approved_refunds_amount", 0m));
 
         var analytics = await GetDataAsync(site, admin, "admin-analytics");
         AssertDaily(analytics.GetProperty("daily"), DateTime.UtcNow.Date, 30, []);
-        AssertRow(analytics.GetProperty("summary"), ("orders", 0m), ("completed", 0m), ("cancelled", 0m), ("refunded", 0m),
+        Row(analytics.GetProperty("summary"), ("orders", 0m), ("completed", 0m), ("cancelled", 0m), ("refunded", 0m),
             ("completion_rate_pct", null), ("cancellation_rate_pct", null), ("completions", 0m), ("revenue", 0m));
         AssertTopWriters(analytics.GetProperty("top_writers"));
 
         var reviews = await GetDataAsync(site, admin, "admin-reviews");
         foreach (var kind in new[] { "website_reviews", "writer_reviews", "order_reviews" })
         {
-            AssertRow(reviews.GetProperty(kind), ("total", 0m), ("approved", 0m), ("pending", 0m), ("flagged", 0m), ("average_rating", null));
+            Row(reviews.GetProperty(kind), ("total", 0m), ("approved", 0m), ("pending", 0m), ("flagged", 0m), ("average_rating", null));
         }
 
-        AssertRow((await GetDataAsync(site, admin, "admin-disputes")).GetProperty("disputes"), ("total", 0m), ("open", 0m),
+        Row((await GetDataAsync(site, admin, "admin-disputes")).GetProperty("disputes"), ("total", 0m), ("open", 0m),
             ("in_review", 0m), ("resolved", 0m), ("closed", 0m), ("unresolved", 0m), ("resolved_with_time", 0m), ("average_resolution_seconds", null));
-        AssertRow((await GetDataAsync(site, admin, "admin-refunds")).GetProperty("refunds"), ("total", 0m), ("total_amount", 0m),
+        Row((await GetDataAsync(site, admin, "admin-refunds")).GetProperty("refunds"), ("total", 0m), ("total_amount", 0m),
             ("pending", 0m), ("pending_amount", 0m), ("approved", 0m), ("approved_amount", 0m), ("processed", 0m), ("processed_amount", 0m),
             ("rejected", 0m), ("rejected_amount", 0m));
-        AssertRow((await GetDataAsync(site, admin, "admin-reminders")).GetProperty("reminders"), ("configs_total", 0m),
+        Row((await GetDataAsync(site, admin, "admin-reminders")).GetProperty("reminders"), ("configs_total", 0m),
             ("configs_active", 0m), ("sent_total", 0m), ("sent_last_7_days", 0m));
     }
 
@@ -389,35 +390,8 @@ public sealed class AdminViewTests(TestDatabase db, StatsCacheFactory factory)
         }
     }
 
-    private async Task<JsonElement> GetDataAsync(long site, long admin, string view, string query = "")
-    {
-        var response = await factory.ClientFor(site, "admin", admin).GetAsync($"/api/dashboards/{view}{query}");
-        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
-        var body = await response.Content.ReadFromJsonAsync<JsonElement>();
-        Assert.Equal(site, body.GetProperty("site").GetInt64());
-        Assert.False(body.GetProperty("stale").GetBoolean());
-        return body.GetProperty("data");
-    }
-
-    /// <summary>Every column of the row, no more and no less; null expects JSON null.</summary>
-    private static void AssertRow(JsonElement row, params (string Column, decimal? Value)[] expected)
-    {
-        Assert.Equal(JsonValueKind.Object, row.ValueKind);
-        Assert.Equal(expected.Select(e => e.Column).Order(), row.EnumerateObject().Select(p => p.Name).Order());
-        foreach (var (column, value) in expected)
-        {
-            var actual = row.GetProperty(column);
-            if (value is null)
-            {
-                Assert.True(actual.ValueKind == JsonValueKind.Null, $"{column}: expected null, got {actual}");
-            }
-            else
-            {
-                Assert.True(actual.ValueKind == JsonValueKind.Number, $"{column}: expected {value}, got {actual}");
-                Assert.True(value == actual.GetDecimal(), $"{column}: expected {value}, got {actual}");
-            }
-        }
-    }
+    private Task<JsonElement> GetDataAsync(long site, long admin, string view, string query = "") =>
+        factory.GetDataAsync(site, "admin", admin, view, query);
 
     /// <summary>daily has one row per UTC day, oldest first, ending today; days not listed expect zeros.</summary>
     private static void AssertDaily(JsonElement daily, DateTime today, int days, Dictionary<int, (long Orders, long Completions, decimal Revenue)> expected)

@@ -14,6 +14,7 @@ internal static class ViewAssert
         var response = await factory.ClientFor(site, role, user).GetAsync($"/api/dashboards/{view}{(query.Length > 0 ? "?" + query : "")}");
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         var body = await response.Content.ReadFromJsonAsync<JsonElement>();
+        Assert.Equal((site, role, user), (body.GetProperty("site").GetInt64(), body.GetProperty("role").GetString(), body.GetProperty("user").GetInt64()));
         Assert.False(body.GetProperty("stale").GetBoolean());
         return body.GetProperty("data");
     }
