@@ -1,4 +1,6 @@
+using System.Collections.Immutable;
 using System.Globalization;
+using Orleans.Concurrency;
 
 namespace StatsCache;
 
@@ -10,6 +12,10 @@ public interface IUserDashboardGrain : IGrainWithStringKey
     /// this caller's wait, never the load, which other readers share.
     /// </summary>
     ValueTask<DashboardResult> GetAsync(DashboardRequest request, CancellationToken cancellationToken = default);
+
+    /// <summary>The data behind these views (all, when empty) changed: reload the affected entries soon.</summary>
+    [OneWay]
+    Task InvalidateAsync(ImmutableArray<string> views);
 }
 
 /// <summary>The site-scoped views of one site and role, keyed <c>"{site}/{role}"</c>; shared by its users.</summary>
@@ -17,6 +23,10 @@ public interface ISiteDashboardGrain : IGrainWithStringKey
 {
     /// <summary>Returns the current snapshot of a site-scoped view, loading it once if it is not cached; cancelling stops the wait.</summary>
     ValueTask<DashboardResult> GetAsync(DashboardRequest request, CancellationToken cancellationToken = default);
+
+    /// <summary>The data behind these views (all, when empty) changed: reload the affected entries soon.</summary>
+    [OneWay]
+    Task InvalidateAsync(ImmutableArray<string> views);
 }
 
 /// <summary>A read of one view with canonical parameters (see <see cref="Catalog.BoundParameters.Key"/>).</summary>

@@ -1,3 +1,4 @@
+using System.Collections.Immutable;
 using Orleans.Concurrency;
 using StatsCache.Cache;
 using StatsCache.Catalog;
@@ -26,11 +27,21 @@ public sealed class SiteDashboardGrain(
 
         _entries = cache.CreateEntries(this, store, _scope);
         _entries.Restore();
+        cache.Active.Add(_scope);
         return Task.CompletedTask;
     }
 
-    public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken) =>
-        _entries.DeactivateAsync();
+    public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
+    {
+        cache.Active.Remove(_scope);
+        return _entries.DeactivateAsync();
+    }
+
+    public Task InvalidateAsync(ImmutableArray<string> views)
+    {
+        _entries.Invalidate(views);
+        return Task.CompletedTask;
+    }
 
     public ValueTask<DashboardResult> GetAsync(DashboardRequest request, CancellationToken cancellationToken = default)
     {

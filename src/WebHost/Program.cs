@@ -20,6 +20,7 @@ app.UseAuthentication();
 app.UseAuthorization();
 app.MapStatsCacheHealthChecks();
 app.MapDashboardApi();
+app.MapInvalidationApi();
 app.MapOpenApi();
 await app.RunAsync();
 return 0;

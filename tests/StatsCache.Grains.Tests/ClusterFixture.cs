@@ -35,6 +35,8 @@ public sealed class ClusterFixture : IAsyncLifetime
         }
         """;
 
+    public static readonly TimeSpan ChangeDebounce = TimeSpan.FromMilliseconds(100);
+
     private static long s_nextSite = 1000;
 
     private InProcessTestCluster? _cluster;
@@ -70,6 +72,7 @@ public sealed class ClusterFixture : IAsyncLifetime
                 o.IdleTtlMultiple = 2;
                 o.MaxEntriesPerGrain = 3;
                 o.LoadTimeout = TimeSpan.FromSeconds(20);
+                o.ChangeDebounceDuration = ChangeDebounce;
             });
         });
         _cluster = builder.Build();

@@ -253,6 +253,58 @@ public sealed class DashboardGrainTests(ClusterFixture fixture)
         _source.Unblock(site);
     }
 
+    [Fact]
+    public async Task BurstOfChangesCausesOneReloadAfterTheDebounce()
+    {
+        var site = ClusterFixture.NewSite();
+        await ReadAsync(site, "client", 1, ClusterFixture.Slow);
+        var grain = fixture.Client.GetGrain<IUserDashboardGrain>(DashboardScope.UserKey(site, "client", 1));
+
+        for (var i = 0; i < 100; i++)
+        {
+            await grain.InvalidateAsync([]);
+        }
+
+        var reloaded = await PollAsync(site, "client", 1, ClusterFixture.Slow, r => LoadNumber(r) >= 2);
+        Assert.Equal(2, LoadNumber(reloaded));
+        // One more debounce period passes without a further load: the burst cost exactly one.
+        await Task.Delay(ClusterFixture.ChangeDebounce * 4);
+        Assert.Equal(2, _source.Loads(site));
+    }
+
+    [Fact]
+    public async Task ChangeDuringAReloadCausesExactlyOneMoreAfterIt()
+    {
+        var site = ClusterFixture.NewSite();
+        await ReadAsync(site, "client", 1, ClusterFixture.Slow);
+        var grain = fixture.Client.GetGrain<IUserDashboardGrain>(DashboardScope.UserKey(site, "client", 1));
+
+        _source.Block(site);
+        await grain.InvalidateAsync([]);
+        await _source.WaitForLoadsAsync(site, 2, Timeout); // the change's reload is running, held
+        await grain.InvalidateAsync([]);                  // changes it may not have seen
+        await grain.InvalidateAsync([ClusterFixture.Slow]);
+        Assert.Equal(2, _source.Loads(site));           // never a second load at once
+        _source.Unblock(site);
+
+        await _source.WaitForLoadsAsync(site, 3, Timeout);
+        var last = await PollAsync(site, "client", 1, ClusterFixture.Slow, r => LoadNumber(r) == 3);
+        Assert.False(last.Stale);
+    }
+
+    [Fact]
+    public async Task ChangeToOtherViewsLeavesTheEntryAlone()
+    {
+        var site = ClusterFixture.NewSite();
+        await ReadAsync(site, "client", 1, ClusterFixture.Slow);
+        var grain = fixture.Client.GetGrain<IUserDashboardGrain>(DashboardScope.UserKey(site, "client", 1));
+
+        await grain.InvalidateAsync([ClusterFixture.Fast]);
+        await grain.InvalidateAsync([ClusterFixture.Slow]); // the positive control, after it
+        await _source.WaitForLoadsAsync(site, 2, Timeout);
+        Assert.Equal([ClusterFixture.Slow, ClusterFixture.Slow], _source.Calls(site).Select(c => c.View));
+    }
+
     private Task<DashboardResult> ReadAsync(long site, string role, long user, string view, string? parameters = null, bool refresh = false)
     {
         parameters ??= ClusterFixture.Catalog.Find(view)!.DefaultParameters.Key;

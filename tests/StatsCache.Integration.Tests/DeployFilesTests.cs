@@ -1,6 +1,7 @@
 using System.Reflection;
 using System.Text.RegularExpressions;
 using StatsCache.Cache;
+using StatsCache.Changes;
 using StatsCache.Hosting;
 using StatsCache.WebHost.Api;
 using StatsCache.WebHost.Auth;
@@ -84,6 +85,7 @@ public sealed partial class DeployFilesTests
             (typeof(AuthOptions), AuthOptions.SectionName),
             (typeof(DashboardCacheOptions), DashboardCacheOptions.SectionName),
             (typeof(ApiOptions), ApiOptions.SectionName),
+            (typeof(ChangeFeedOptions), ChangeFeedOptions.SectionName),
         })
         {
             foreach (var property in type.GetProperties(BindingFlags.Public | BindingFlags.Instance).Where(p => p.CanWrite))

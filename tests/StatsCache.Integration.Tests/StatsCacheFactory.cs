@@ -44,6 +44,9 @@ public sealed class StatsCacheFactory : WebApplicationFactory<Program>
         builder.UseSetting("Orleans:SiloPort", FreePort().ToString(CultureInfo.InvariantCulture));
         builder.UseSetting("Orleans:GatewayPort", FreePort().ToString(CultureInfo.InvariantCulture));
         builder.UseSetting("Orleans:ClusterId", $"test-{Guid.NewGuid():N}");
+        // Tests that count loads or check caching must not see other tests' writes refresh them;
+        // ChangeFeedTests turn the feed on for hosts of their own.
+        builder.UseSetting("StatsCache:Changes:IsEnabled", "false");
         foreach (var (key, value) in Settings)
         {
             builder.UseSetting(key, value);

@@ -18,6 +18,9 @@ public sealed class DashboardCache(
 
     public DashboardCatalog Catalog { get; } = catalog;
 
+    /// <summary>The dashboard grains active in this silo, which the change feed notifies.</summary>
+    public ActiveDashboards Active { get; } = new();
+
     internal DashboardEntries CreateEntries(IGrainBase grain, IPersistentState<DashboardSnapshots> store, DashboardScope scope) =>
         new(grain, store, Catalog, source, scope, options.Value, metrics, time, _logger);
 }

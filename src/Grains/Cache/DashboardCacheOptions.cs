@@ -31,6 +31,13 @@ public sealed class DashboardCacheOptions
     [Range(0.0, 0.5)]
     public double RefreshJitter { get; set; } = 0.1;
 
+    /// <summary>
+    /// A change notification reloads the entries it affects after this delay, so a burst of changes
+    /// costs one reload; changes during a reload cause one more after it.
+    /// </summary>
+    [Range(typeof(TimeSpan), "00:00:00", "00:01:00")]
+    public TimeSpan ChangeDebounceDuration { get; set; } = TimeSpan.FromMilliseconds(250);
+
     /// <summary>The most entries (view and parameter combinations) one grain keeps; the least recently read goes first.</summary>
     [Range(1, 10_000)]
     public int MaxEntriesPerGrain { get; set; } = 32;

@@ -42,10 +42,36 @@ internal sealed partial class DashboardEntries(
                 continue;
             }
 
+            // Answer from the stored snapshot at once, and refresh it soon (within a second, spread):
+            // changes made while the grain was inactive were announced to nobody.
             var entry = GetOrAdd(view, bound.Key);
             entry.Snapshot = snapshot;
-            var due = snapshot.AsOf + RefreshDelay(view.Ttl) - now;
-            Schedule(entry, due > TimeSpan.Zero ? due : TimeSpan.Zero);
+            Schedule(entry, TimeSpan.FromSeconds(Random.Shared.NextDouble()));
+        }
+    }
+
+    /// <summary>
+    /// The data behind these views (all, when empty) changed: reload their entries after the
+    /// debounce delay, or once more after the reload in flight. Never two loads at once.
+    /// </summary>
+    public void Invalidate(IReadOnlyCollection<string> views)
+    {
+        var due = time.GetUtcNow() + options.ChangeDebounceDuration;
+        foreach (var entry in _entries.Values)
+        {
+            if (views.Count > 0 && !views.Contains(entry.View.Name))
+            {
+                continue;
+            }
+
+            if (entry.InFlight is not null)
+            {
+                entry.ChangedDuringLoad = true;
+            }
+            else if (entry.NextRefreshAt > due)
+            {
+                Schedule(entry, options.ChangeDebounceDuration);
+            }
         }
     }
 
@@ -165,6 +191,7 @@ internal sealed partial class DashboardEntries(
     {
         var startedAt = time.GetUtcNow();
         var started = time.GetTimestamp();
+        entry.ChangedDuringLoad = false; // this load sees every change committed before it started
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(_lifetime.Token);
         timeout.CancelAfter(options.LoadTimeout);
         try
@@ -185,7 +212,7 @@ internal sealed partial class DashboardEntries(
             }
 
             metrics.Load(entry.View.Name, succeeded: true, time.GetElapsedTime(started));
-            Schedule(entry, RefreshDelay(entry.View.Ttl));
+            Schedule(entry, entry.ChangedDuringLoad ? options.ChangeDebounceDuration : RefreshDelay(entry.View.Ttl));
         }
         catch (OperationCanceledException) when (_lifetime.IsCancellationRequested)
         {
@@ -325,5 +352,8 @@ internal sealed partial class DashboardEntries(
         public DateTimeOffset NextRefreshAt { get; set; } = createdAt;
 
         public bool Removed { get; set; }
+
+        /// <summary>A change was announced after the load in flight started: load once more after it.</summary>
+        public bool ChangedDuringLoad { get; set; }
     }
 }

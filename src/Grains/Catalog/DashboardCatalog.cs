@@ -143,10 +143,11 @@ public sealed partial class DashboardCatalog
         var parameters = ValidateParameters(raw.Parameters ?? [], Error);
         var allowed = ReservedParameters.Concat(parameters.Select(p => p.Name)).ToHashSet(StringComparer.Ordinal);
         var queries = ValidateQueries(raw.Queries ?? [], allowed, scope, Error);
+        var reads = ValidateReads(raw.Reads ?? [], scope, Error);
 
         return errors.Count > count
             ? null
-            : new ViewDefinition(name!, [.. roles.Select(r => r!)], scope, ttl, parameters, queries);
+            : new ViewDefinition(name!, [.. roles.Select(r => r!)], scope, ttl, parameters, queries, reads);
     }
 
     private static ImmutableArray<ParameterDefinition> ValidateParameters(List<ParameterFile?> raw, Action<string, string> error)
@@ -247,6 +248,36 @@ public sealed partial class DashboardCatalog
         return result.ToImmutable();
     }
 
+    private static ImmutableDictionary<string, ChangeScope> ValidateReads(
+        Dictionary<string, string?> raw, ViewScope scope, Action<string, string> error)
+    {
+        var result = ImmutableDictionary.CreateBuilder<string, ChangeScope>(StringComparer.Ordinal);
+        foreach (var (table, value) in raw)
+        {
+            if (!SqlName().IsMatch(table))
+            {
+                error("reads", $"names an invalid table '{table}' (lower-case letters, digits and '_')");
+                continue;
+            }
+
+            if (!TryParseLower(value, out ChangeScope changeScope))
+            {
+                error($"reads.{table}", "must be 'user' (the users the changed row names) or 'site' (every user of the site)");
+                continue;
+            }
+
+            if (scope == ViewScope.Site && changeScope == ChangeScope.User)
+            {
+                error($"reads.{table}", "must be 'site': the view is site-scoped");
+                continue;
+            }
+
+            result[table] = changeScope;
+        }
+
+        return result.ToImmutable();
+    }
+
     private static bool TryParseLower<T>(string? text, out T value)
         where T : struct, Enum
     {
@@ -279,7 +310,13 @@ public sealed partial class DashboardCatalog
     private sealed record CatalogFile(List<ViewFile?>? Views);
 
     private sealed record ViewFile(
-        string? Name, List<string?>? Roles, string? Scope, string? Ttl, List<ParameterFile?>? Parameters, List<QueryFile?>? Queries);
+        string? Name,
+        List<string?>? Roles,
+        string? Scope,
+        string? Ttl,
+        List<ParameterFile?>? Parameters,
+        List<QueryFile?>? Queries,
+        Dictionary<string, string?>? Reads);
 
     private sealed record ParameterFile(string? Name, string? Type, int? Default, int? Min, int? Max);
 

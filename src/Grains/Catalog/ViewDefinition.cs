@@ -19,6 +19,16 @@ public enum QueryShape
     Rows,
 }
 
+/// <summary>Which of a view's entries a change to a table it reads makes out of date.</summary>
+public enum ChangeScope
+{
+    /// <summary>The entries of the users the changed row names (its client, writer, ...).</summary>
+    User,
+
+    /// <summary>Every entry of the site: the row matters to all its users of the view's roles.</summary>
+    Site,
+}
+
 /// <summary>The type of a view parameter. Integers are the only type the platform's dashboards need.</summary>
 public enum ParameterType
 {
@@ -42,7 +52,8 @@ public sealed class ViewDefinition
         ViewScope scope,
         TimeSpan ttl,
         ImmutableArray<ParameterDefinition> parameters,
-        ImmutableArray<QueryDefinition> queries)
+        ImmutableArray<QueryDefinition> queries,
+        ImmutableDictionary<string, ChangeScope>? reads = null)
     {
         Name = name;
         Roles = roles;
@@ -50,6 +61,7 @@ public sealed class ViewDefinition
         Ttl = ttl;
         Parameters = parameters;
         Queries = queries;
+        Reads = reads ?? ImmutableDictionary<string, ChangeScope>.Empty;
         _roles = roles.ToFrozenSet(StringComparer.Ordinal);
         DefaultParameters = new BoundParameters(this, [.. parameters.Select(p => p.Default)]);
     }
@@ -65,6 +77,12 @@ public sealed class ViewDefinition
     public ImmutableArray<ParameterDefinition> Parameters { get; }
 
     public ImmutableArray<QueryDefinition> Queries { get; }
+
+    /// <summary>
+    /// The tables whose changes make this view's entries out of date, and for whom (catalog field
+    /// <c>reads</c>). A view that declares none is refreshed by its TTL only.
+    /// </summary>
+    public ImmutableDictionary<string, ChangeScope> Reads { get; }
 
     /// <summary>The parameters a request without a query string gets.</summary>
     public BoundParameters DefaultParameters { get; }

@@ -7,6 +7,7 @@ using Orleans.Serialization;
 using Orleans.Storage;
 using StatsCache.Cache;
 using StatsCache.Catalog;
+using StatsCache.Changes;
 using StatsCache.Source;
 
 namespace StatsCache.Hosting;
@@ -109,6 +110,12 @@ public static class StatsCacheHostingExtensions
         silo.Services.AddStatsCacheData(configuration);
         silo.Services.AddSingleton<IDashboardSource, PostgresDashboardSource>();
         silo.Services.AddStatsCacheGrains();
+        silo.Services.AddOptions<ChangeFeedOptions>().BindConfiguration(ChangeFeedOptions.SectionName).ValidateDataAnnotations().ValidateOnStart();
+        if (configuration.GetSection(ChangeFeedOptions.SectionName).Get<ChangeFeedOptions>() is not { IsEnabled: false })
+        {
+            silo.Services.AddHostedService<ChangeFeedListener>();
+        }
+
         return silo;
     }
 

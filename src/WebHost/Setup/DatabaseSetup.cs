@@ -21,7 +21,7 @@ public static class DatabaseSetup
     public static async Task ApplySchemaAsync(
         NpgsqlDataSource dataSource, NpgsqlDataSource? orleansDataSource = null, CancellationToken cancellationToken = default)
     {
-        await ApplyAsync(dataSource, ["schema.sql", "demo-data.sql"], cancellationToken);
+        await ApplyAsync(dataSource, ["schema.sql", "changes.sql", "demo-data.sql"], cancellationToken);
         await ApplyAsync(orleansDataSource ?? dataSource, ["orleans.sql"], cancellationToken);
     }
 
