@@ -179,6 +179,41 @@ public sealed class ClusterTests(TestDatabase db, ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task WriteIsVisibleWithinASecondOnATwoSiloCluster()
+    {
+        var settings = ClusterSettings();
+        await using var silos = new SiloGroup();
+        await silos.StartAsync(db.ConnectionString, settings, count: 2);
+        await WaitUntilAsync(async () => await ActiveSilosAsync(settings["Orleans:ClusterId"]) == 2, "both silos active");
+        await using var web = ClientWebHost(settings);
+
+        var site = await db.NewWebsiteAsync();
+        var users = new List<long>();
+        for (var i = 0; i < 6; i++)
+        {
+            users.Add(await db.NewUserAsync(site, "client"));
+        }
+
+        // Warm every user's grain (they spread over both silos), then write for each.
+        foreach (var user in users)
+        {
+            Assert.Equal(0m, (await GetClientStatsAsync(web, site, user)).Spent);
+        }
+
+        var slowest = TimeSpan.Zero;
+        foreach (var user in users)
+        {
+            var written = Stopwatch.StartNew();
+            await InsertOrderAsync(site, user, price: 5m);
+            await WaitUntilAsync(async () => (await GetClientStatsAsync(web, site, user)).Spent == 5m, "the write visible");
+            slowest = written.Elapsed > slowest ? written.Elapsed : slowest;
+        }
+
+        output.WriteLine($"slowest write to visible on the cluster: {slowest.TotalMilliseconds:F0} ms");
+        Assert.True(slowest < TimeSpan.FromSeconds(1), $"A write took {slowest.TotalMilliseconds:F0} ms to show.");
+    }
+
+    [Fact]
     public async Task OrleansSetupIsIdempotentAndHoldsEveryStatementTheProvidersRead()
     {
         // The fixture applied it once already; a second run (and a third, concurrently) must be harmless.
