@@ -5,7 +5,8 @@ WORKDIR /src
 COPY . .
 RUN dotnet publish src/Silo/StatsCache.Silo.csproj -c Release -o /app
 
-FROM mcr.microsoft.com/dotnet/runtime:10.0
+# aspnet, not runtime: the Orleans Dashboard package (Orleans:IsDashboardEnabled) needs the ASP.NET Core framework.
+FROM mcr.microsoft.com/dotnet/aspnet:10.0
 WORKDIR /app
 COPY --from=build /app .
 # The image's non-root user (APP_UID, 1654).

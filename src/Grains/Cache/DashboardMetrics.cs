@@ -51,11 +51,43 @@ public sealed class DashboardMetrics
     /// <summary>Counted when the read starts waiting, so the count shows requests collapsed into a load in flight.</summary>
     public void Joined(string view) => _joined.Add(1, new KeyValuePair<string, object?>("view", view));
 
-    public void Load(string view, bool succeeded, TimeSpan duration)
+    /// <summary>A load ended; a failed one is tagged <c>error.type</c> with <see cref="ErrorTypeOf"/> of its error.</summary>
+    public void Load(string view, bool succeeded, TimeSpan duration, string? errorType = null)
     {
         var tags = new TagList { { "view", view }, { "outcome", succeeded ? "success" : "failure" } };
+        if (!succeeded)
+        {
+            tags.Add("error.type", errorType ?? ErrorTypes.Other);
+        }
+
         _loads.Add(1, tags);
         _loadDuration.Record(duration.TotalSeconds, tags);
+    }
+
+    /// <summary>Why a load failed, as one of a few fixed words (never the message, which could be anything).</summary>
+    public static string ErrorTypeOf(Exception error) => error switch
+    {
+        OperationCanceledException or TimeoutException => ErrorTypes.Timeout,
+        Npgsql.NpgsqlException { InnerException: TimeoutException } => ErrorTypes.Timeout,
+        Npgsql.PostgresException => ErrorTypes.Postgres,
+        Npgsql.NpgsqlException => ErrorTypes.Connection,
+        _ => ErrorTypes.Other,
+    };
+
+    /// <summary>The values of the <c>error.type</c> tag of failed loads.</summary>
+    public static class ErrorTypes
+    {
+        /// <summary>The load took longer than <c>StatsCache:Cache:LoadTimeout</c> and was cancelled.</summary>
+        public const string Timeout = "timeout";
+
+        /// <summary>PostgreSQL answered with an error (a failing statement, a database refusing connections, ...).</summary>
+        public const string Postgres = "postgres";
+
+        /// <summary>PostgreSQL could not be reached or the connection broke.</summary>
+        public const string Connection = "connection";
+
+        /// <summary>Anything else (for example a result that does not fit the view's declared shape).</summary>
+        public const string Other = "other";
     }
 
     public void EntryAdded() => _entries.Add(1);

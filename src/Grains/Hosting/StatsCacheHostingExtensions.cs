@@ -3,6 +3,7 @@ using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Orleans.Configuration;
+using Orleans.Dashboard;
 using Orleans.Serialization;
 using Orleans.Storage;
 using StatsCache.Cache;
@@ -106,6 +107,13 @@ public static class StatsCacheHostingExtensions
             silo.AddMemoryGrainStorage(DashboardSnapshots.StorageName);
         }
 
+        // A request's trace continues into the grains it calls (and the SQL they run).
+        silo.AddActivityPropagation();
+        if (orleans.IsDashboardEnabled)
+        {
+            silo.AddDashboard();
+        }
+
         silo.Services.AddStatsCacheData(configuration);
         silo.Services.AddSingleton<IDashboardSource, PostgresDashboardSource>();
         silo.Services.AddStatsCacheGrains();
@@ -136,6 +144,12 @@ public static class StatsCacheHostingExtensions
         else
         {
             client.UseLocalhostClustering(orleans.GatewayPort, serviceId: orleans.ServiceId, clusterId: orleans.ClusterId);
+        }
+
+        client.AddActivityPropagation();
+        if (orleans.IsDashboardEnabled)
+        {
+            client.AddDashboard(); // the silos add theirs (same switch): the pages read from them
         }
 
         return client;
