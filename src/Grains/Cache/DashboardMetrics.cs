@@ -8,6 +8,9 @@ public sealed class DashboardMetrics
 {
     public const string MeterName = "StatsCache";
 
+    // Seconds, from a cached-plan query to a load near its timeout (the default buckets are for milliseconds).
+    private static readonly double[] LoadDurationBuckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+
     private readonly Counter<long> _reads;
     private readonly Counter<long> _hits;
     private readonly Counter<long> _joined;
@@ -27,7 +30,12 @@ public sealed class DashboardMetrics
         _stale = meter.CreateCounter<long>("statscache.stale_serves", "{read}", "Reads answered with a stale snapshot.");
         _unavailable = meter.CreateCounter<long>("statscache.unavailable", "{read}", "Reads with no usable snapshot (HTTP 503).");
         _loads = meter.CreateCounter<long>("statscache.loads", "{load}", "Loads run against the source, by outcome.");
-        _loadDuration = meter.CreateHistogram<double>("statscache.load.duration", "s", "Duration of loads against the source.");
+        _loadDuration = meter.CreateHistogram<double>(
+            "statscache.load.duration",
+            "s",
+            "Duration of loads against the source.",
+            tags: null,
+            new InstrumentAdvice<double> { HistogramBucketBoundaries = LoadDurationBuckets });
         _entries = meter.CreateUpDownCounter<long>("statscache.entries", "{entry}", "Entries held by active grains.");
         _evicted = meter.CreateCounter<long>("statscache.entries.evicted", "{entry}", "Entries dropped, by reason (idle or capacity).");
     }

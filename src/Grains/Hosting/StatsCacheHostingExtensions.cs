@@ -2,6 +2,7 @@ using System.Net;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Logging;
 using Orleans.Configuration;
 using Orleans.Dashboard;
 using Orleans.Serialization;
@@ -21,6 +22,9 @@ public static class StatsCacheHostingExtensions
     /// <summary>The ADO.NET provider name under which the Orleans providers load Npgsql (by reflection: every process needs the Npgsql package).</summary>
     public const string AdoNetInvariant = "Npgsql";
     public const string CatalogPathKey = "StatsCache:CatalogPath";
+
+    /// <summary>The log category under which Orleans' ADO.NET grain storage logs its connection string when it starts.</summary>
+    public const string AdoNetStorageLogCategory = "Orleans.Storage.AdoNetGrainStorage";
 
     /// <summary>
     /// The catalog (loaded and validated now, so a bad one stops the process before it serves) and
@@ -106,6 +110,11 @@ public static class StatsCacheHostingExtensions
         {
             silo.AddMemoryGrainStorage(DashboardSnapshots.StorageName);
         }
+
+        // Orleans' ADO.NET storage logs its connection string at Information (password masked, host,
+        // database and user not): keep that out at any configured level. More specific than any
+        // 'Orleans' level in configuration, and added after it, so configuration cannot turn it back on.
+        silo.Services.AddLogging(logging => logging.AddFilter(AdoNetStorageLogCategory, LogLevel.Warning));
 
         // A request's trace continues into the grains it calls (and the SQL they run).
         silo.AddActivityPropagation();
