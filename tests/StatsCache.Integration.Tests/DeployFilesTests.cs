@@ -77,6 +77,8 @@ public sealed partial class DeployFilesTests
             "ASPNETCORE_URLS", "ASPNETCORE_ENVIRONMENT", "DOTNET_ENVIRONMENT",
             // Read by Orleans' UseKubernetesHosting (Orleans:IsKubernetesHostingEnabled).
             "POD_NAME", "POD_NAMESPACE", "POD_IP", "ORLEANS_SERVICE_ID", "ORLEANS_CLUSTER_ID",
+            // Read by the OpenTelemetry SDK; its endpoint also switches tracing on (TelemetryExtensions).
+            TelemetryExtensions.OtlpEndpointKey,
         };
         foreach (var (type, section) in new[]
         {
@@ -84,6 +86,7 @@ public sealed partial class DeployFilesTests
             (typeof(AuthOptions), AuthOptions.SectionName),
             (typeof(DashboardCacheOptions), DashboardCacheOptions.SectionName),
             (typeof(ApiOptions), ApiOptions.SectionName),
+            (typeof(ObservabilityOptions), ObservabilityOptions.SectionName),
         })
         {
             foreach (var property in type.GetProperties(BindingFlags.Public | BindingFlags.Instance).Where(p => p.CanWrite))
