@@ -11,14 +11,18 @@ var builder = WebApplication.CreateBuilder(args);
 builder.AddStatsCacheAuthentication();
 builder.AddStatsCacheOrleans();
 builder.AddStatsCacheHealthChecks();
+builder.AddStatsCacheObservability();
 builder.AddDashboardApi();
 
 var app = builder.Build();
 app.UseExceptionHandler();
 app.UseStatusCodePages();
+app.UseStatsCacheRequestMetrics();
 app.UseAuthentication();
 app.UseAuthorization();
 app.MapStatsCacheHealthChecks();
+app.MapStatsCacheMetrics();
+app.MapStatsCacheOrleansDashboard();
 app.MapDashboardApi();
 app.MapInvalidationApi();
 app.MapOpenApi();

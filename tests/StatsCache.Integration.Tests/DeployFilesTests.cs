@@ -78,6 +78,8 @@ public sealed partial class DeployFilesTests
             "ASPNETCORE_URLS", "ASPNETCORE_ENVIRONMENT", "DOTNET_ENVIRONMENT",
             // Read by Orleans' UseKubernetesHosting (Orleans:IsKubernetesHostingEnabled).
             "POD_NAME", "POD_NAMESPACE", "POD_IP", "ORLEANS_SERVICE_ID", "ORLEANS_CLUSTER_ID",
+            // Read by the OpenTelemetry SDK; its endpoint also switches tracing on (TelemetryExtensions).
+            TelemetryExtensions.OtlpEndpointKey,
         };
         foreach (var (type, section) in new[]
         {
@@ -86,6 +88,7 @@ public sealed partial class DeployFilesTests
             (typeof(DashboardCacheOptions), DashboardCacheOptions.SectionName),
             (typeof(ApiOptions), ApiOptions.SectionName),
             (typeof(ChangeFeedOptions), ChangeFeedOptions.SectionName),
+            (typeof(ObservabilityOptions), ObservabilityOptions.SectionName),
         })
         {
             foreach (var property in type.GetProperties(BindingFlags.Public | BindingFlags.Instance).Where(p => p.CanWrite))

@@ -220,7 +220,7 @@ internal sealed partial class DashboardEntries(
         }
         catch (Exception e)
         {
-            metrics.Load(entry.View.Name, succeeded: false, time.GetElapsedTime(started));
+            metrics.Load(entry.View.Name, succeeded: false, time.GetElapsedTime(started), DashboardMetrics.ErrorTypeOf(e));
             entry.Failures++;
             var retryIn = RetryDelay(entry.Failures);
             LogLoadFailed(logger, e, entry.View.Name, scope.SiteId, scope.Role, scope.UserId, entry.Failures, retryIn);

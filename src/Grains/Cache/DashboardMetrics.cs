@@ -8,6 +8,9 @@ public sealed class DashboardMetrics
 {
     public const string MeterName = "StatsCache";
 
+    // Seconds, from a cached-plan query to a load near its timeout (the default buckets are for milliseconds).
+    private static readonly double[] LoadDurationBuckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+
     private readonly Counter<long> _reads;
     private readonly Counter<long> _hits;
     private readonly Counter<long> _joined;
@@ -27,7 +30,12 @@ public sealed class DashboardMetrics
         _stale = meter.CreateCounter<long>("statscache.stale_serves", "{read}", "Reads answered with a stale snapshot.");
         _unavailable = meter.CreateCounter<long>("statscache.unavailable", "{read}", "Reads with no usable snapshot (HTTP 503).");
         _loads = meter.CreateCounter<long>("statscache.loads", "{load}", "Loads run against the source, by outcome.");
-        _loadDuration = meter.CreateHistogram<double>("statscache.load.duration", "s", "Duration of loads against the source.");
+        _loadDuration = meter.CreateHistogram<double>(
+            "statscache.load.duration",
+            "s",
+            "Duration of loads against the source.",
+            tags: null,
+            new InstrumentAdvice<double> { HistogramBucketBoundaries = LoadDurationBuckets });
         _entries = meter.CreateUpDownCounter<long>("statscache.entries", "{entry}", "Entries held by active grains.");
         _evicted = meter.CreateCounter<long>("statscache.entries.evicted", "{entry}", "Entries dropped, by reason (idle or capacity).");
     }
@@ -51,11 +59,43 @@ public sealed class DashboardMetrics
     /// <summary>Counted when the read starts waiting, so the count shows requests collapsed into a load in flight.</summary>
     public void Joined(string view) => _joined.Add(1, new KeyValuePair<string, object?>("view", view));
 
-    public void Load(string view, bool succeeded, TimeSpan duration)
+    /// <summary>A load ended; a failed one is tagged <c>error.type</c> with <see cref="ErrorTypeOf"/> of its error.</summary>
+    public void Load(string view, bool succeeded, TimeSpan duration, string? errorType = null)
     {
         var tags = new TagList { { "view", view }, { "outcome", succeeded ? "success" : "failure" } };
+        if (!succeeded)
+        {
+            tags.Add("error.type", errorType ?? ErrorTypes.Other);
+        }
+
         _loads.Add(1, tags);
         _loadDuration.Record(duration.TotalSeconds, tags);
+    }
+
+    /// <summary>Why a load failed, as one of a few fixed words (never the message, which could be anything).</summary>
+    public static string ErrorTypeOf(Exception error) => error switch
+    {
+        OperationCanceledException or TimeoutException => ErrorTypes.Timeout,
+        Npgsql.NpgsqlException { InnerException: TimeoutException } => ErrorTypes.Timeout,
+        Npgsql.PostgresException => ErrorTypes.Postgres,
+        Npgsql.NpgsqlException => ErrorTypes.Connection,
+        _ => ErrorTypes.Other,
+    };
+
+    /// <summary>The values of the <c>error.type</c> tag of failed loads.</summary>
+    public static class ErrorTypes
+    {
+        /// <summary>The load took longer than <c>StatsCache:Cache:LoadTimeout</c> and was cancelled.</summary>
+        public const string Timeout = "timeout";
+
+        /// <summary>PostgreSQL answered with an error (a failing statement, a database refusing connections, ...).</summary>
+        public const string Postgres = "postgres";
+
+        /// <summary>PostgreSQL could not be reached or the connection broke.</summary>
+        public const string Connection = "connection";
+
+        /// <summary>Anything else (for example a result that does not fit the view's declared shape).</summary>
+        public const string Other = "other";
     }
 
     public void EntryAdded() => _entries.Add(1);

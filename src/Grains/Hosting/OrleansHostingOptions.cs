@@ -75,4 +75,15 @@ public sealed class OrleansHostingOptions
     /// and remove silos whose pods are gone.
     /// </summary>
     public bool IsKubernetesHostingEnabled { get; set; }
+
+    /// <summary>
+    /// The Orleans Dashboard (grains, silos, calls): its collectors on every silo, and its pages on the
+    /// web host at <see cref="DashboardPath"/>. Off by default; its pages have no authentication of their own.
+    /// </summary>
+    public bool IsDashboardEnabled { get; set; }
+
+    /// <summary>Where the web host serves the Orleans Dashboard when it is enabled.</summary>
+    [Required]
+    [RegularExpression("^/[A-Za-z0-9/_-]*$", ErrorMessage = "Orleans:DashboardPath must be a path starting with '/'.")]
+    public string DashboardPath { get; set; } = "/orleans-dashboard";
 }

@@ -2,7 +2,9 @@ using System.Net;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Logging;
 using Orleans.Configuration;
+using Orleans.Dashboard;
 using Orleans.Serialization;
 using Orleans.Storage;
 using StatsCache.Cache;
@@ -21,6 +23,9 @@ public static class StatsCacheHostingExtensions
     /// <summary>The ADO.NET provider name under which the Orleans providers load Npgsql (by reflection: every process needs the Npgsql package).</summary>
     public const string AdoNetInvariant = "Npgsql";
     public const string CatalogPathKey = "StatsCache:CatalogPath";
+
+    /// <summary>The log category under which Orleans' ADO.NET grain storage logs its connection string when it starts.</summary>
+    public const string AdoNetStorageLogCategory = "Orleans.Storage.AdoNetGrainStorage";
 
     /// <summary>
     /// The catalog (loaded and validated now, so a bad one stops the process before it serves) and
@@ -107,6 +112,18 @@ public static class StatsCacheHostingExtensions
             silo.AddMemoryGrainStorage(DashboardSnapshots.StorageName);
         }
 
+        // Orleans' ADO.NET storage logs its connection string at Information (password masked, host,
+        // database and user not): keep that out at any configured level. More specific than any
+        // 'Orleans' level in configuration, and added after it, so configuration cannot turn it back on.
+        silo.Services.AddLogging(logging => logging.AddFilter(AdoNetStorageLogCategory, LogLevel.Warning));
+
+        // A request's trace continues into the grains it calls (and the SQL they run).
+        silo.AddActivityPropagation();
+        if (orleans.IsDashboardEnabled)
+        {
+            silo.AddDashboard();
+        }
+
         silo.Services.AddStatsCacheData(configuration);
         silo.Services.AddSingleton<IDashboardSource, PostgresDashboardSource>();
         silo.Services.AddStatsCacheGrains();
@@ -143,6 +160,12 @@ public static class StatsCacheHostingExtensions
         else
         {
             client.UseLocalhostClustering(orleans.GatewayPort, serviceId: orleans.ServiceId, clusterId: orleans.ClusterId);
+        }
+
+        client.AddActivityPropagation();
+        if (orleans.IsDashboardEnabled)
+        {
+            client.AddDashboard(); // the silos add theirs (same switch): the pages read from them
         }
 
         return client;

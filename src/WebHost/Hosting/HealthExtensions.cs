@@ -7,6 +7,8 @@ namespace StatsCache.WebHost.Hosting;
 /// <summary>Liveness (the process answers) and readiness (PostgreSQL and the Orleans cluster answer).</summary>
 public static class HealthExtensions
 {
+    public const string LivenessPath = "/healthz";
+    public const string ReadinessPath = "/readyz";
     private const string ReadyTag = "ready";
 
     public static WebApplicationBuilder AddStatsCacheHealthChecks(this WebApplicationBuilder builder)
@@ -19,9 +21,27 @@ public static class HealthExtensions
 
     public static IEndpointRouteBuilder MapStatsCacheHealthChecks(this IEndpointRouteBuilder app)
     {
-        app.MapHealthChecks("/healthz", new() { Predicate = _ => false });
-        app.MapHealthChecks("/readyz", new() { Predicate = check => check.Tags.Contains(ReadyTag) });
+        app.MapHealthChecks(LivenessPath, new() { Predicate = _ => false, ResponseWriter = WriteAsync });
+        app.MapHealthChecks(ReadinessPath, new() { Predicate = check => check.Tags.Contains(ReadyTag), ResponseWriter = WriteAsync });
         return app;
+    }
+
+    /// <summary>
+    /// <c>{"status":"Unhealthy","checks":{"postgresql":{"status":"Unhealthy","description":"PostgreSQL does not answer."},...}}</c>:
+    /// each check's name, status and our own fixed description, never an exception's text (which
+    /// could name a host, a database or a user).
+    /// </summary>
+    private static Task WriteAsync(HttpContext context, HealthReport report)
+    {
+        context.Response.ContentType = "application/json";
+        context.Response.Headers.CacheControl = "no-store";
+        return context.Response.WriteAsJsonAsync(new
+        {
+            status = report.Status.ToString(),
+            checks = report.Entries.ToDictionary(
+                e => e.Key,
+                e => new { status = e.Value.Status.ToString(), description = e.Value.Description }),
+        });
     }
 
     private sealed class PostgresHealthCheck(NpgsqlDataSource dataSource) : IHealthCheck

@@ -1,3 +1,5 @@
+using Microsoft.Extensions.Options;
+using Orleans.Dashboard;
 using StatsCache.Hosting;
 
 namespace StatsCache.WebHost.Hosting;
@@ -24,5 +26,17 @@ public static class OrleansExtensions
         }
 
         return builder;
+    }
+
+    /// <summary>The Orleans Dashboard's pages at <c>Orleans:DashboardPath</c>, when <c>Orleans:IsDashboardEnabled</c>.</summary>
+    public static IEndpointRouteBuilder MapStatsCacheOrleansDashboard(this IEndpointRouteBuilder app)
+    {
+        var orleans = app.ServiceProvider.GetRequiredService<IOptions<OrleansHostingOptions>>().Value;
+        if (orleans.IsDashboardEnabled)
+        {
+            app.MapOrleansDashboard(orleans.DashboardPath);
+        }
+
+        return app;
     }
 }
