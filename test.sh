@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite against a throwaway PostgreSQL that this script starts and always stops.
-# Extra arguments go to `dotnet test` (for example: --filter ClientMode).
+# Extra arguments go to `dotnet test` (for example: --filter ClientMode). Without arguments, a one-minute
+# soak (deploy/scripts/soak.sh on its own PostgreSQL) follows the tests; STATSCACHE_SKIP_SOAK=1 skips it.
 set -euo pipefail
 cd "$(dirname "$0")"
 source deploy/scripts/postgres.sh
@@ -17,3 +18,7 @@ pg_create_db "$port" statscache_test
 export ConnectionStrings__Stats="Host=127.0.0.1;Port=$port;Username=postgres;Database=statscache_test"
 
 dotnet test StatsCache.slnx -c Release "$@"
+
+if [ $# -eq 0 ] && [ "${STATSCACHE_SKIP_SOAK:-}" != 1 ]; then
+  deploy/scripts/soak.sh --minutes 1 --users 2000 --sample-seconds 5 --outage-seconds 5 --no-build
+fi

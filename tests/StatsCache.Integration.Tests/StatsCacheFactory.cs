@@ -4,6 +4,7 @@ using System.Net.Http.Headers;
 using System.Net.Sockets;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Mvc.Testing;
+using Microsoft.Extensions.Logging;
 using StatsCache.WebHost.Auth;
 
 namespace StatsCache.Integration.Tests;
@@ -20,6 +21,9 @@ public sealed class StatsCacheFactory : WebApplicationFactory<Program>
 
     /// <summary>Extra settings for a variant of the host (client mode, ...), applied after the defaults.</summary>
     public Dictionary<string, string?> Settings { get; } = [];
+
+    /// <summary>A logger provider added to the host's logging (to capture what it logs).</summary>
+    public ILoggerProvider? LoggerProvider { get; set; }
 
     public HttpClient ClientFor(long site, string role, long user, TimeSpan? lifetime = null, DateTimeOffset? now = null)
     {
@@ -50,6 +54,11 @@ public sealed class StatsCacheFactory : WebApplicationFactory<Program>
         foreach (var (key, value) in Settings)
         {
             builder.UseSetting(key, value);
+        }
+
+        if (LoggerProvider is { } provider)
+        {
+            builder.ConfigureLogging(logging => logging.AddProvider(provider));
         }
     }
 }

@@ -123,8 +123,7 @@ public sealed class ViewDefinition
                 continue;
             }
 
-            if (!int.TryParse(text, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out var value)
-                || value < parameter.Min || value > parameter.Max)
+            if (!TryParseInteger(text, out var value) || value < parameter.Min || value > parameter.Max)
             {
                 error = $"Parameter '{parameter.Name}' must be an integer from {parameter.Min} to {parameter.Max}.";
                 return false;
@@ -153,6 +152,15 @@ public sealed class ViewDefinition
         }
 
         return TryBind(values, out bound, out error);
+    }
+
+    // An optional sign and ASCII digits only: int.TryParse alone also accepts trailing NUL characters ("12\0").
+    private static bool TryParseInteger(string text, out int value)
+    {
+        value = 0;
+        var digits = text.StartsWith('-') || text.StartsWith('+') ? text.AsSpan(1) : text.AsSpan();
+        return !digits.IsEmpty && !digits.ContainsAnyExceptInRange('0', '9')
+            && int.TryParse(text, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out value);
     }
 
     private static string Truncate(string text) => text.Length <= 64 ? text : string.Concat(text.AsSpan(0, 64), "…");

@@ -134,7 +134,9 @@ public static class DashboardApi
 
             if (name == RefreshParameter)
             {
-                if (!bool.TryParse(value[0], out refresh))
+                // Only 'true' or 'false' (any case): bool.TryParse would also take " true" and "true\0".
+                refresh = string.Equals(value[0], "true", StringComparison.OrdinalIgnoreCase);
+                if (!refresh && !string.Equals(value[0], "false", StringComparison.OrdinalIgnoreCase))
                 {
                     error = $"Parameter '{RefreshParameter}' must be true or false.";
                     return false;
