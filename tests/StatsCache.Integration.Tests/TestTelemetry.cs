@@ -6,38 +6,6 @@ using StatsCache.Cache;
 
 namespace StatsCache.Integration.Tests;
 
-/// <summary>Keeps every log entry of the web host it is added to (see <see cref="StatsCacheFactory.LoggerProvider"/>).</summary>
-public sealed class CapturingLoggerProvider : ILoggerProvider
-{
-    private readonly ConcurrentQueue<LogEntry> _entries = new();
-
-    public IReadOnlyCollection<LogEntry> Entries => _entries;
-
-    public ILogger CreateLogger(string categoryName) => new Logger(categoryName, _entries);
-
-    public void Dispose()
-    {
-    }
-
-    public sealed record LogEntry(string Category, LogLevel Level, string Message, Exception? Exception);
-
-    private sealed class Logger(string category, ConcurrentQueue<LogEntry> entries) : ILogger
-    {
-        public IDisposable? BeginScope<TState>(TState state)
-            where TState : notnull => null;
-
-        public bool IsEnabled(LogLevel logLevel) => logLevel >= LogLevel.Information;
-
-        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
-        {
-            if (IsEnabled(logLevel))
-            {
-                entries.Enqueue(new LogEntry(category, logLevel, formatter(state, exception), exception));
-            }
-        }
-    }
-}
-
 /// <summary>
 /// Sums the <c>StatsCache</c> meter's counters of one web host (its meter factory's meter only, so hosts of
 /// other tests do not count) by instrument, view and outcome or reason.
