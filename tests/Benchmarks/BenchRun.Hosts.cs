@@ -32,6 +32,9 @@ public sealed partial class BenchRun
         environment["Orleans__Membership"] = "AdoNet";
         environment["Orleans__Storage"] = "AdoNet";
         environment["Orleans__ClusterId"] = _clusterId;
+        // Grain storage is keyed by service: a service of this run's own keeps snapshots stored by
+        // earlier runs in the same database from answering what must be a cold read.
+        environment["Orleans__ServiceId"] = _clusterId;
         environment["Orleans__AdvertisedAddress"] = "127.0.0.1";
         return environment;
     }
