@@ -1,6 +1,9 @@
 using System.Diagnostics;
+using System.Diagnostics.Metrics;
 using System.Globalization;
+using System.Runtime.CompilerServices;
 using System.Text.Json.Nodes;
+using StatsCache.Cache;
 using StatsCache.Catalog;
 using StatsCache.Hosting;
 using StatsCache.Source;
@@ -37,6 +40,19 @@ public static class RefreshScenario
             silo.Services.AddSingleton<IDashboardSource>(source);
         });
 
+        // statscache.entries (the entries active grains hold), to check that every entry is still there.
+        var activeEntries = new StrongBox<long>();
+        using var listener = new MeterListener();
+        listener.InstrumentPublished = (instrument, l) =>
+        {
+            if (instrument.Meter.Name == DashboardMetrics.MeterName && instrument.Name == "statscache.entries")
+            {
+                l.EnableMeasurementEvents(instrument);
+            }
+        };
+        listener.SetMeasurementEventCallback<long>((_, value, _, _) => Interlocked.Add(ref activeEntries.Value, value));
+        listener.Start();
+
         using var host = builder.Build();
         await host.StartAsync();
         var grains = host.Services.GetRequiredService<IGrainFactory>();
@@ -58,9 +74,10 @@ public static class RefreshScenario
         var created = Stopwatch.StartNew();
         await CreateAsync(WarmEntries, entries);
         var createSeconds = created.Elapsed.TotalSeconds;
-        if (source.Loads != entries)
+        var loadsWhileCreating = source.Loads;
+        if (activeEntries.Value != entries)
         {
-            throw new InvalidOperationException($"Expected {entries} first loads, saw {source.Loads}.");
+            throw new InvalidOperationException($"Expected {entries} active entries, the StatsCache meter says {activeEntries.Value}.");
         }
 
         // Source queries per second over two TTLs, from the end of the creation on.
@@ -79,6 +96,11 @@ public static class RefreshScenario
         }
 
         var (heapAfter, workingSetAfter) = Memory();
+        if (activeEntries.Value != entries)
+        {
+            throw new InvalidOperationException($"Expected {entries} active entries after the window, the StatsCache meter says {activeEntries.Value}.");
+        }
+
         var measured = entries - WarmEntries;
         var average = perSecond.Average();
         var result = new JsonObject
@@ -86,6 +108,7 @@ public static class RefreshScenario
             ["entries"] = entries,
             ["ttlSeconds"] = ttl.TotalSeconds,
             ["createSeconds"] = Math.Round(createSeconds, 2),
+            ["loadsWhileCreating"] = loadsWhileCreating,
             ["payloadBytes"] = source.PayloadBytes,
             ["heapBytesPerEntry"] = Math.Round((heapAfter - heapBefore) / (double)measured),
             ["workingSetBytesPerEntry"] = Math.Round((workingSetAfter - workingSetBefore) / (double)measured),
