@@ -1,5 +1,8 @@
 using System.Security.Claims;
 using BenchmarkDotNet.Attributes;
+using BenchmarkDotNet.Configs;
+using BenchmarkDotNet.Jobs;
+using BenchmarkDotNet.Toolchains.InProcess.Emit;
 using BenchmarkDotNet.Running;
 using Microsoft.AspNetCore.Http.Features;
 using StatsCache.Catalog;
@@ -16,7 +19,9 @@ public static class MicroBenchmarks
 {
     public static int Run(string[] args)
     {
-        BenchmarkSwitcher.FromAssembly(typeof(MicroBenchmarks).Assembly).Run(args);
+        // In process: no per-benchmark project build (Orleans' code generation makes that slow and fragile).
+        var config = DefaultConfig.Instance.AddJob(Job.ShortRun.WithToolchain(InProcessEmitToolchain.Instance));
+        BenchmarkSwitcher.FromAssembly(typeof(MicroBenchmarks).Assembly).Run(args, config);
         return 0;
     }
 }
