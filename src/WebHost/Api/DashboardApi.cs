@@ -148,6 +148,13 @@ public static class DashboardApi
     {
         parameters = view.DefaultParameters;
         refresh = false;
+        if (query.Count == 0)
+        {
+            // Most reads carry no query string: no dictionary to fill, the defaults are already bound.
+            error = "";
+            return true;
+        }
+
         var values = new Dictionary<string, string>(StringComparer.Ordinal);
         foreach (var (name, value) in query)
         {
