@@ -338,7 +338,8 @@ public sealed partial class BenchRun
             $"{workingSet / 1024:F2} KB", workingSet <= 10 * 1024, workingSet));
         _report.Add(new ReportRow("refresh", "source queries per second over two TTLs (average)", $"≈ {entries / (double)ttl:N0} (entries / TTL)",
             $"{average:N0}", null, average));
-        _report.Add(new ReportRow("refresh", "busiest second / average", "≤ 1.5", $"{busiest / average:F2} ({busiest:N0}/s)", busiest / average <= 1.5, busiest / average));
+        var createSeconds = (double)json["createSeconds"]!;
+        _report.Add(new ReportRow("refresh", $"busiest second / average (entries created in {createSeconds:F0} s)", "≤ 1.5", $"{busiest / average:F2} ({busiest:N0}/s)", busiest / average <= 1.5, busiest / average));
     }
 
     private static double Percentile(List<double> values, double percentile)
