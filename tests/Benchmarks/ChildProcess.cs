@@ -7,6 +7,24 @@ namespace StatsCache.Benchmarks;
 /// <summary>A process the driver started (a host or a silo): output to a log file, stopped with SIGTERM, killed if it lingers.</summary>
 public sealed class ChildProcess : IAsyncDisposable
 {
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<int, Process> Running = new();
+
+    /// <summary>Kills, by id, every process this driver started and has not stopped yet (on Ctrl-C or SIGTERM).</summary>
+    public static void KillAllStarted()
+    {
+        foreach (var process in Running.Values)
+        {
+            try
+            {
+                process.Kill(entireProcessTree: true);
+            }
+            catch (InvalidOperationException)
+            {
+                // Already gone.
+            }
+        }
+    }
+
     private readonly Process _process;
     private readonly StreamWriter _log;
     private bool _closed;
@@ -41,6 +59,7 @@ public sealed class ChildProcess : IAsyncDisposable
         var log = new StreamWriter(logPath) { AutoFlush = true };
         var process = Process.Start(start) ?? throw new InvalidOperationException($"Could not start {name}.");
         var child = new ChildProcess(name, process, log) { LogPath = logPath };
+        Running[process.Id] = process;
         process.OutputDataReceived += (_, e) => child.Write(e.Data);
         process.ErrorDataReceived += (_, e) => child.Write(e.Data);
         process.BeginOutputReadLine();
@@ -123,6 +142,7 @@ public sealed class ChildProcess : IAsyncDisposable
             }
         }
 
+        Running.TryRemove(_process.Id, out _);
         _process.Dispose();
         lock (_log)
         {

@@ -47,6 +47,12 @@ public static class Driver
             scenarios.AddRange(AllScenarios);
         }
 
+        // Interrupted: stop the hosts and silos this run started rather than leave them running.
+        using var onInterrupt = System.Runtime.InteropServices.PosixSignalRegistration.Create(
+            System.Runtime.InteropServices.PosixSignal.SIGINT, _ => ChildProcess.KillAllStarted());
+        using var onTerminate = System.Runtime.InteropServices.PosixSignalRegistration.Create(
+            System.Runtime.InteropServices.PosixSignal.SIGTERM, _ => ChildProcess.KillAllStarted());
+
         var environment = BenchEnvironment.FromEnvironment();
         var report = new Report();
         var started = Stopwatch.StartNew();
