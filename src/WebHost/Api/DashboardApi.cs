@@ -1,3 +1,4 @@
+using System.Diagnostics.CodeAnalysis;
 using System.Globalization;
 using System.Security.Claims;
 using Microsoft.AspNetCore.Http.HttpResults;
@@ -66,25 +67,12 @@ public static class DashboardApi
         IOptions<ApiOptions> options,
         ILoggerFactory loggers)
     {
-        var caller = CallerOf(principal);
-        if (catalog.Find(view) is not { } definition)
+        if (!TryResolve(view, context, principal, catalog, out var read, out var problem))
         {
-            return Problem(StatusCodes.Status404NotFound, "Unknown view.", $"There is no dashboard view named '{Shorten(view)}'.");
+            return problem;
         }
 
-        if (!definition.AllowsRole(caller.Role))
-        {
-            return catalog.Roles.Contains(caller.Role)
-                ? Problem(StatusCodes.Status403Forbidden, "This view is not available to your role.",
-                    $"View '{definition.Name}' is for {string.Join(", ", definition.Roles)}; the token's role is '{caller.Role}'.")
-                : UnknownRole(caller);
-        }
-
-        if (!TryReadQuery(context.Request.Query, definition, out var parameters, out var refresh, out var error))
-        {
-            return Problem(StatusCodes.Status400BadRequest, error);
-        }
-
+        var (caller, definition, parameters, refresh) = read;
         DashboardResult result;
         try
         {
@@ -117,12 +105,56 @@ public static class DashboardApi
         return new SnapshotResult(caller, definition, parameters, snapshot, result.Stale);
     }
 
+    /// <summary>
+    /// The checks every read of a view goes through, in order: the view exists (404), the caller's
+    /// role may read it (403), its parameters are valid (400). Also used by the benchmark contenders,
+    /// so they validate exactly as this API does.
+    /// </summary>
+    internal static bool TryResolve(
+        string view, HttpContext context, ClaimsPrincipal principal, DashboardCatalog catalog,
+        out ViewRead read, [NotNullWhen(false)] out ProblemHttpResult? problem)
+    {
+        read = default;
+        var caller = CallerOf(principal);
+        if (catalog.Find(view) is not { } definition)
+        {
+            problem = Problem(StatusCodes.Status404NotFound, "Unknown view.", $"There is no dashboard view named '{Shorten(view)}'.");
+            return false;
+        }
+
+        if (!definition.AllowsRole(caller.Role))
+        {
+            problem = catalog.Roles.Contains(caller.Role)
+                ? Problem(StatusCodes.Status403Forbidden, "This view is not available to your role.",
+                    $"View '{definition.Name}' is for {string.Join(", ", definition.Roles)}; the token's role is '{caller.Role}'.")
+                : UnknownRole(caller);
+            return false;
+        }
+
+        if (!TryReadQuery(context.Request.Query, definition, out var parameters, out var refresh, out var error))
+        {
+            problem = Problem(StatusCodes.Status400BadRequest, error);
+            return false;
+        }
+
+        read = new ViewRead(caller, definition, parameters, refresh);
+        problem = null;
+        return true;
+    }
+
     /// <summary>Binds the view's parameters and <c>refresh</c>; a repeated, unknown or malformed one is an error naming it.</summary>
     private static bool TryReadQuery(
         IQueryCollection query, ViewDefinition view, out BoundParameters parameters, out bool refresh, out string error)
     {
         parameters = view.DefaultParameters;
         refresh = false;
+        if (query.Count == 0)
+        {
+            // Most reads carry no query string: no dictionary to fill, the defaults are already bound.
+            error = "";
+            return true;
+        }
+
         var values = new Dictionary<string, string>(StringComparer.Ordinal);
         foreach (var (name, value) in query)
         {
@@ -177,3 +209,6 @@ public sealed record DashboardList(long Site, string Role, long User, IReadOnlyL
 public sealed record DashboardListItem(string Name, int TtlSeconds, IReadOnlyList<DashboardParameter> Parameters);
 
 public sealed record DashboardParameter(string Name, string Type, int Default, int Min, int Max);
+
+/// <summary>A validated read: who asks, for which view, with which canonical parameters.</summary>
+internal readonly record struct ViewRead(Caller Caller, ViewDefinition View, BoundParameters Parameters, bool Refresh);

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Benchmarks of issue 5, side by side in one run: StatsCache (co-hosted, and a 2-silo cluster behind
+# client-mode web hosts) against no cache, FusionCache and a bare authenticated endpoint.
+#   ./bench.sh [hit|stampede|refresh|source]... [--json FILE]     (all four when none is named)
+# Builds Release, starts a throwaway PostgreSQL with pg_stat_statements, generates 1,000,000 orders over
+# 20 sites (BENCH_ORDERS, BENCH_SITES, BENCH_USERS change that), runs tests/Benchmarks' driver, prints the
+# table (goal / measured / met) and stops everything it started. Speed is reported, never asserted.
+# Knobs: BENCH_HIT_SECONDS (10), BENCH_REFRESH_ENTRIES (100000), BENCH_REFRESH_TTL_SECONDS (10).
+set -euo pipefail
+cd "$(dirname "$0")"
+source deploy/scripts/postgres.sh
+
+usage() { echo "usage: ./bench.sh [hit|stampede|refresh|source]... [--json FILE]" >&2; }
+scenarios=()
+json=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    hit|stampede|refresh|source) scenarios+=("$1") ;;
+    --json) [ $# -ge 2 ] || { usage; exit 2; }; json=(--json "$(realpath -m "$2")"); shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) usage; exit 2 ;;
+  esac
+  shift
+done
+
+started=$SECONDS
+sudo=''
+[ "$(id -u)" -eq 0 ] || sudo='sudo'
+if ! command -v wrk >/dev/null; then
+  echo "Installing wrk (apt)"
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y wrk >/dev/null 2>&1 \
+    || { $sudo apt-get update >/dev/null && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y wrk >/dev/null; }
+fi
+pg_ensure_installed
+
+work="$(mktemp -d /tmp/statscache-bench.XXXXXX)"
+pg_data="$work/postgres"
+cleanup() { pg_stop "$pg_data"; rm -rf "$pg_data"; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+echo "Building (Release)"
+dotnet build tests/Benchmarks -c Release -v quiet -nologo >"$work/build.log" 2>&1 || { cat "$work/build.log" >&2; exit 1; }
+
+port="$(pg_free_port)"
+echo "Starting a throwaway PostgreSQL on 127.0.0.1:$port"
+pg_start "$pg_data" "$port" throwaway
+# pg_stat_statements counts the loads the database really ran (stampede); it must be preloaded, hence
+# the restart (pg_ctl restart keeps the options of pg_start). Room for the no-cache contender's pools
+# on three hosts (Npgsql's default pool is 100 connections).
+"$PGBIN/psql" -X -q -h 127.0.0.1 -p "$port" -U postgres -d postgres \
+  -c "alter system set shared_preload_libraries = 'pg_stat_statements'" -c "alter system set max_connections = 600"
+_pg_as_owner "$PGBIN/pg_ctl" -D "$pg_data" -m fast -w -t 60 -l "$pg_data/server.log" restart >/dev/null
+pg_create_db "$port" statscache_bench
+"$PGBIN/psql" -X -q -h 127.0.0.1 -p "$port" -U postgres -d statscache_bench -c "create extension if not exists pg_stat_statements"
+export ConnectionStrings__Stats="Host=127.0.0.1;Port=$port;Username=postgres;Database=statscache_bench"
+Auth__SigningKey="$(head -c 48 /dev/urandom | base64 -w0)"
+export Auth__SigningKey
+
+echo "Generating demo data"
+(cd src/WebHost/bin/Release/net10.0 && exec dotnet StatsCache.WebHost.dll setup \
+  --sites "${BENCH_SITES:-20}" --users "${BENCH_USERS:-1000}" --orders "${BENCH_ORDERS:-1000000}")
+
+BENCH_WORK="$work" dotnet tests/Benchmarks/bin/Release/net10.0/StatsCache.Benchmarks.dll drive "${scenarios[@]}" "${json[@]}"
+echo "bench.sh took $((SECONDS - started)) s; hosts' logs in $work"

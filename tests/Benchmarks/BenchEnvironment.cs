@@ -1,0 +1,78 @@
+using System.Globalization;
+
+namespace StatsCache.Benchmarks;
+
+/// <summary>Where things are and how big the run is; from the environment bench.sh sets.</summary>
+public sealed class BenchEnvironment
+{
+    public required string Repository { get; init; }
+
+    public required string Configuration { get; init; }
+
+    public required string ConnectionString { get; init; }
+
+    public required string SigningKey { get; init; }
+
+    public string Issuer { get; init; } = "statscache";
+
+    public string Audience { get; init; } = "statscache";
+
+    /// <summary>Catalogs, token files, payloads and every child process's log.</summary>
+    public required string WorkFolder { get; init; }
+
+    public string SelfDll => typeof(BenchEnvironment).Assembly.Location;
+
+    public string SiloDll => Path.Combine(Repository, "src", "Silo", "bin", Configuration, "net10.0", "StatsCache.Silo.dll");
+
+    public string WebHostDll => Path.Combine(Repository, "src", "WebHost", "bin", Configuration, "net10.0", "StatsCache.WebHost.dll");
+
+    public string WrkScript => Path.Combine(AppContext.BaseDirectory, "wrk", "tokens.lua");
+
+    /// <summary>Seconds of wrk per contender and key set (BENCH_HIT_SECONDS).</summary>
+    public int HitSeconds { get; init; } = 10;
+
+    /// <summary>wrk connections (the 64).</summary>
+    public int Connections { get; init; } = 64;
+
+    public int HitKeys { get; init; } = 10_000;
+
+    public int StampedeRequests { get; init; } = 1_000;
+
+    public int RefreshEntries { get; init; } = 100_000;
+
+    public int RefreshTtlSeconds { get; init; } = 10;
+
+    public static BenchEnvironment FromEnvironment()
+    {
+        var bin = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar)); // .../bin/Release/net10.0
+        var repository = bin;
+        while (repository is not null && !File.Exists(Path.Combine(repository.FullName, "StatsCache.slnx")))
+        {
+            repository = repository.Parent;
+        }
+
+        var work = Environment.GetEnvironmentVariable("BENCH_WORK") is { Length: > 0 } w
+            ? w
+            : Path.Combine(Path.GetTempPath(), $"statscache-bench-{Environment.ProcessId}");
+        Directory.CreateDirectory(work);
+        return new BenchEnvironment
+        {
+            Repository = repository?.FullName ?? throw new InvalidOperationException("StatsCache.slnx not found above " + bin.FullName),
+            Configuration = bin.Parent!.Name,
+            ConnectionString = Required("ConnectionStrings__Stats"),
+            SigningKey = Required("Auth__SigningKey"),
+            Issuer = Environment.GetEnvironmentVariable("Auth__Issuer") is { Length: > 0 } issuer ? issuer : "statscache",
+            Audience = Environment.GetEnvironmentVariable("Auth__Audience") is { Length: > 0 } audience ? audience : "statscache",
+            WorkFolder = work,
+            HitSeconds = Int("BENCH_HIT_SECONDS", 10),
+            RefreshEntries = Int("BENCH_REFRESH_ENTRIES", 100_000),
+            RefreshTtlSeconds = Int("BENCH_REFRESH_TTL_SECONDS", 10),
+        };
+    }
+
+    private static string Required(string name) =>
+        Environment.GetEnvironmentVariable(name) is { Length: > 0 } value ? value : throw new InvalidOperationException($"{name} is not set.");
+
+    private static int Int(string name, int fallback) =>
+        Environment.GetEnvironmentVariable(name) is { Length: > 0 } text ? int.Parse(text, CultureInfo.InvariantCulture) : fallback;
+}

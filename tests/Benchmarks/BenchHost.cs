@@ -1,0 +1,107 @@
+using System.Diagnostics.Metrics;
+using StatsCache.Cache;
+using StatsCache.Source;
+using StatsCache.WebHost.Api;
+using StatsCache.WebHost.Hosting;
+using ZiggyCreatures.Caching.Fusion;
+
+namespace StatsCache.Benchmarks;
+
+/// <summary>
+/// The benchmark host: the production building blocks (JWT authentication, Orleans co-hosted or as a
+/// client, the dashboard API, health checks) composed as src/WebHost composes them, plus the
+/// contenders' endpoints under <c>/bench</c>. The production web host carries none of this.
+/// </summary>
+public static class BenchHost
+{
+    public const string BarePayloadPathKey = "Bench:BarePayloadPath";
+
+    public static async Task<int> RunAsync(string[] args)
+    {
+        var builder = WebApplication.CreateBuilder(args);
+        builder.AddStatsCacheAuthentication();
+        builder.AddStatsCacheOrleans();
+        builder.AddStatsCacheHealthChecks();
+        builder.AddDashboardApi();
+
+        // The contenders' own source: co-hosted, the silo registers one too, but a client-mode host has none.
+        builder.Services.AddSingleton<PostgresDashboardSource>();
+        builder.Services.AddSingleton<BenchCounters>();
+        builder.Services.AddSingleton(_ => BarePayload.Load(builder.Configuration[BarePayloadPathKey]));
+        builder.Services.AddSingleton<FusionContender>();
+        builder.Services.AddFusionCache();
+
+        var app = builder.Build();
+        app.Services.GetRequiredService<BenchCounters>(); // listen before the first request
+        app.UseExceptionHandler();
+        app.UseStatusCodePages();
+        app.UseAuthentication();
+        app.UseAuthorization();
+        app.MapStatsCacheHealthChecks();
+        app.MapDashboardApi();
+        app.MapContenders();
+        app.MapGet("/bench/counters", (BenchCounters counters) => TypedResults.Ok(counters.Snapshot()));
+        await app.RunAsync();
+        return 0;
+    }
+}
+
+/// <summary>
+/// Counts what each contender asked of the database in this process: the <c>StatsCache</c> meter's
+/// instruments (co-hosted silo) and the contenders' own source calls. Only instruments that count
+/// loads are listened to: a listener on every read would slow the hit scenario down.
+/// </summary>
+public sealed class BenchCounters : IDisposable
+{
+    public const string NoCacheLoads = "nocache.loads";
+    public const string FusionLoads = "fusion.loads";
+
+    private readonly MeterListener _listener = new();
+    private readonly Dictionary<string, long> _totals = new(StringComparer.Ordinal)
+    {
+        ["statscache.loads"] = 0,
+        ["statscache.loads.joined"] = 0,
+        [NoCacheLoads] = 0,
+        [FusionLoads] = 0,
+    };
+
+    public BenchCounters()
+    {
+        _listener.InstrumentPublished = (instrument, listener) =>
+        {
+            if (instrument.Meter.Name == DashboardMetrics.MeterName && _totals.ContainsKey(instrument.Name))
+            {
+                listener.EnableMeasurementEvents(instrument);
+            }
+        };
+        _listener.SetMeasurementEventCallback<long>((instrument, value, _, _) => Add(instrument.Name, value));
+        _listener.Start();
+    }
+
+    public void Add(string name, long value)
+    {
+        lock (_totals)
+        {
+            _totals[name] += value;
+        }
+    }
+
+    public Dictionary<string, long> Snapshot()
+    {
+        lock (_totals)
+        {
+            return new Dictionary<string, long>(_totals, StringComparer.Ordinal);
+        }
+    }
+
+    public void Dispose() => _listener.Dispose();
+}
+
+/// <summary>The fixed answer of <c>/bench/bare</c>: a real snapshot's response, written as it is.</summary>
+public sealed class BarePayload(byte[] bytes)
+{
+    public byte[] Bytes { get; } = bytes;
+
+    public static BarePayload Load(string? path) =>
+        new(string.IsNullOrWhiteSpace(path) ? "{\"bare\":true}"u8.ToArray() : File.ReadAllBytes(path));
+}

@@ -1,0 +1,157 @@
+using System.Globalization;
+
+namespace StatsCache.Benchmarks;
+
+/// <summary>A web host the driver started, and its base address.</summary>
+public sealed record HttpHost(string Name, Uri Url, ChildProcess Process);
+
+public sealed partial class BenchRun
+{
+    private readonly string _clusterId = $"bench-{DateTimeOffset.UtcNow.ToUnixTimeSeconds()}-{Environment.ProcessId}";
+    private readonly List<int> _gatewayPorts = [];
+    private readonly List<HttpHost> _webHosts = [];
+    private readonly List<HttpHost> _benchClients = [];
+    private HttpHost? _coHosted;
+
+    private Dictionary<string, string> CommonEnvironment() => new(StringComparer.Ordinal)
+    {
+        ["ConnectionStrings__Stats"] = _env.ConnectionString,
+        ["Auth__SigningKey"] = _env.SigningKey,
+        ["Auth__Issuer"] = _env.Issuer,
+        ["Auth__Audience"] = _env.Audience,
+        ["StatsCache__CatalogPath"] = BenchCatalogPath,
+        ["DOTNET_ENVIRONMENT"] = "Production",
+        ["ASPNETCORE_ENVIRONMENT"] = "Production",
+        ["Logging__LogLevel__Default"] = "Warning",
+        [BenchHost.BarePayloadPathKey.Replace(":", "__", StringComparison.Ordinal)] = BarePayloadPath,
+    };
+
+    private Dictionary<string, string> ClusterEnvironment()
+    {
+        var environment = CommonEnvironment();
+        environment["Orleans__Membership"] = "AdoNet";
+        environment["Orleans__Storage"] = "AdoNet";
+        environment["Orleans__ClusterId"] = _clusterId;
+        // Grain storage is keyed by service: a service of this run's own keeps snapshots stored by
+        // earlier runs in the same database from answering what must be a cold read.
+        environment["Orleans__ServiceId"] = _clusterId;
+        environment["Orleans__AdvertisedAddress"] = "127.0.0.1";
+        return environment;
+    }
+
+    /// <summary>The benchmark host with its in-process silo (StatsCache as shipped by default) and the contenders.</summary>
+    public async Task<HttpHost> CoHostedAsync()
+    {
+        if (_coHosted is not null)
+        {
+            return _coHosted;
+        }
+
+        var environment = CommonEnvironment();
+        environment["Orleans__Mode"] = "CoHosted";
+        environment["Orleans__SiloPort"] = Port();
+        environment["Orleans__GatewayPort"] = Port();
+        _coHosted = await StartHttpHostAsync("bench-host", _env.SelfDll, ["serve"], environment);
+        return _coHosted;
+    }
+
+    /// <summary>
+    /// Two src/Silo processes (AdoNet membership and storage, as ./run.sh --cluster 2), <paramref name="webHosts"/>
+    /// src/WebHost processes in client mode, and <paramref name="benchClients"/> benchmark hosts in client mode
+    /// (the contenders on more than one host).
+    /// </summary>
+    public async Task<(IReadOnlyList<HttpHost> WebHosts, IReadOnlyList<HttpHost> BenchClients)> ClusterAsync(int webHosts, int benchClients)
+    {
+        while (_gatewayPorts.Count < 2)
+        {
+            var environment = ClusterEnvironment();
+            var gateway = ChildProcess.FreePort();
+            environment["Orleans__SiloPort"] = Port();
+            environment["Orleans__GatewayPort"] = gateway.ToString(CultureInfo.InvariantCulture);
+            var silo = Track(ChildProcess.Start($"silo-{_gatewayPorts.Count + 1}", _env.SiloDll, [], environment, _env.WorkFolder));
+            await silo.WaitUntilAsync(() => ChildProcess.IsListeningAsync(gateway), TimeSpan.FromSeconds(90));
+            _gatewayPorts.Add(gateway);
+        }
+
+        while (_webHosts.Count < webHosts)
+        {
+            var environment = ClusterEnvironment();
+            environment["Orleans__Mode"] = "Client";
+            _webHosts.Add(await StartHttpHostAsync($"webhost-{_webHosts.Count + 1}", _env.WebHostDll, [], environment));
+        }
+
+        while (_benchClients.Count < benchClients)
+        {
+            var environment = ClusterEnvironment();
+            environment["Orleans__Mode"] = "Client";
+            _benchClients.Add(await StartHttpHostAsync($"bench-client-{_benchClients.Count + 1}", _env.SelfDll, ["serve"], environment));
+        }
+
+        return (_webHosts.Take(webHosts).ToList(), _benchClients.Take(benchClients).ToList());
+    }
+
+    /// <summary>Stops the hosts only the stampede needs, so they do not share the cores during the hit runs.</summary>
+    public async Task StopExtraHostsAsync()
+    {
+        foreach (var host in _webHosts.Skip(1).Concat(_benchClients).ToList())
+        {
+            _processes.Remove(host.Process);
+            await host.Process.DisposeAsync();
+            _clients.Remove(host.Name, out var client);
+            client?.Dispose();
+        }
+
+        _webHosts.RemoveRange(1, Math.Max(0, _webHosts.Count - 1));
+        _benchClients.Clear();
+    }
+
+    public HttpClient ClientFor(HttpHost host)
+    {
+        if (!_clients.TryGetValue(host.Name, out var client))
+        {
+            client = new HttpClient(new SocketsHttpHandler
+            {
+                MaxConnectionsPerServer = 4096,
+                PooledConnectionIdleTimeout = TimeSpan.FromMinutes(10),
+            })
+            {
+                BaseAddress = host.Url,
+                Timeout = TimeSpan.FromSeconds(120),
+            };
+            _clients[host.Name] = client;
+        }
+
+        return client;
+    }
+
+    private async Task<HttpHost> StartHttpHostAsync(string name, string dll, string[] args, Dictionary<string, string> environment)
+    {
+        var port = ChildProcess.FreePort();
+        var url = new Uri($"http://127.0.0.1:{port}");
+        environment["ASPNETCORE_URLS"] = url.ToString().TrimEnd('/');
+        var process = Track(ChildProcess.Start(name, dll, args, environment, _env.WorkFolder));
+        using var probe = new HttpClient { BaseAddress = url, Timeout = TimeSpan.FromSeconds(5) };
+        await process.WaitUntilAsync(async () =>
+        {
+            try
+            {
+                using var response = await probe.GetAsync("/readyz");
+                return response.IsSuccessStatusCode;
+            }
+            catch (Exception e) when (e is HttpRequestException or TaskCanceledException)
+            {
+                return false;
+            }
+        }, TimeSpan.FromSeconds(120));
+        Console.WriteLine($"   started {name} (pid {process.Id}) on {url}");
+        return new HttpHost(name, url, process);
+    }
+
+    private ChildProcess Track(ChildProcess process)
+    {
+        _processes.Add(process);
+        return process;
+    }
+
+    private static string Port() => ChildProcess.FreePort().ToString(CultureInfo.InvariantCulture);
+}

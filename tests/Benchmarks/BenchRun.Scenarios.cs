@@ -1,0 +1,351 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Net;
+using System.Net.Http.Headers;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using StatsCache.Catalog;
+using StatsCache.Source;
+
+namespace StatsCache.Benchmarks;
+
+public sealed partial class BenchRun
+{
+    private static readonly CultureInfo Inv = CultureInfo.InvariantCulture;
+
+    // ---------------------------------------------------------------- source
+    /// <summary>Each view's load (one NpgsqlBatch through PostgresDashboardSource): 2 warm-ups, then p50 and p99 of 20 loads.</summary>
+    public async Task SourceAsync()
+    {
+        var source = new PostgresDashboardSource(_db);
+        var details = new JsonObject();
+        foreach (var view in Catalog.Views)
+        {
+            var role = view.Roles[0];
+            var scope = view.Scope == ViewScope.Site
+                ? new DashboardScope(1, role, null)
+                : new DashboardScope(1, role, await BusiestUserAsync(role));
+            var maximum = view.Parameters.ToDictionary(p => p.Name, p => p.Max.ToString(Inv), StringComparer.Ordinal);
+            if (!view.TryBind(maximum, out var parameters, out var error))
+            {
+                throw new InvalidOperationException(error);
+            }
+
+            var times = new List<double>();
+            for (var i = 0; i < 22; i++)
+            {
+                var started = Stopwatch.GetTimestamp();
+                await source.LoadAsync(view, scope, parameters, CancellationToken.None);
+                if (i >= 2)
+                {
+                    times.Add(Stopwatch.GetElapsedTime(started).TotalMilliseconds);
+                }
+            }
+
+            var (p50, p99) = (Percentile(times, 50), Percentile(times, 99));
+            details[view.Name] = new JsonObject { ["p50_ms"] = Math.Round(p50, 2), ["p99_ms"] = Math.Round(p99, 2), ["parameters"] = parameters.Key };
+            _report.Add(new ReportRow("source", $"{view.Name}{(parameters.Key.Length > 0 ? "?" + parameters.Key : "")} load p50 / p99", "—",
+                $"{p50:F1} / {p99:F1} ms", null, p50));
+        }
+
+        _report.Detail("source", details);
+    }
+
+    /// <summary>The user of site 1 with the most orders in that role (the README's "busiest user").</summary>
+    private async Task<long> BusiestUserAsync(string role)
+    {
+        var sql = role switch
+        {
+            "client" => "select client_id from orders where website_id = 1 group by client_id order by count(*) desc limit 1",
+            "writer" => "select writer_id from orders where website_id = 1 and writer_id is not null group by writer_id order by count(*) desc limit 1",
+            _ => "select min(id) from users where website_id = 1 and role = @role",
+        };
+        await using var command = _db.CreateCommand(sql);
+        command.Parameters.AddWithValue("role", role);
+        return (long)(await command.ExecuteScalarAsync())!;
+    }
+
+    // ---------------------------------------------------------------- stampede
+    /// <summary>
+    /// 1,000 concurrent requests for 1 and for 100 cold keys, through one web host and through three; the loads
+    /// PostgreSQL ran are counted by pg_stat_statements (calls of the view's first query, reset before each round),
+    /// next to each contender's own counter.
+    /// </summary>
+    public async Task StampedeAsync()
+    {
+        var coHosted = await CoHostedAsync();
+        var (webHosts, benchClients) = await ClusterAsync(webHosts: 3, benchClients: 2);
+        IReadOnlyList<HttpHost> benchHosts = [coHosted, .. benchClients];
+        var view = Catalog.Find(Driver.HitView)!;
+        var path = $"/api/dashboards/{view.Name}";
+        var rounds = new List<(string Contender, IReadOnlyList<HttpHost> Hosts, string Path, string? Counter, bool Goal)>
+        {
+            ("StatsCache co-hosted", [coHosted], path, "statscache.loads", true),
+            ("StatsCache cluster", webHosts.Take(1).ToList(), path, null, true),
+            ("StatsCache cluster", webHosts, path, null, true),
+            ("FusionCache", [coHosted], $"/bench/fusion/{view.Name}", BenchCounters.FusionLoads, false),
+            ("FusionCache", benchHosts, $"/bench/fusion/{view.Name}", BenchCounters.FusionLoads, false),
+            ("no cache", [coHosted], $"/bench/nocache/{view.Name}", BenchCounters.NoCacheLoads, false),
+            ("no cache", benchHosts, $"/bench/nocache/{view.Name}", BenchCounters.NoCacheLoads, false),
+        };
+
+        var details = new JsonArray();
+        foreach (var (contender, hosts, requestPath, counter, goal) in rounds)
+        {
+            foreach (var keys in new[] { 1, 100 })
+            {
+                var result = await StampedeRoundAsync(hosts, requestPath, keys, counter, view);
+                var name = $"{contender}, {hosts.Count} host{(hosts.Count > 1 ? "s" : "")}, {keys} cold key{(keys > 1 ? "s" : "")}";
+                var service = result.ServiceLoads is { } s ? s.ToString(Inv) : "n/a";
+                var ok = result.Failed == 0 ? "" : $", {result.Failed} failed";
+                _report.Add(new ReportRow("stampede", $"{name}: database loads (service count)",
+                    goal ? $"= {keys}" : "—", $"{result.DatabaseLoads} ({service}){ok}",
+                    goal ? result.DatabaseLoads == keys && result.Failed == 0 : null, result.DatabaseLoads));
+                details.Add(new JsonObject
+                {
+                    ["contender"] = contender,
+                    ["hosts"] = hosts.Count,
+                    ["keys"] = keys,
+                    ["requests"] = _env.StampedeRequests,
+                    ["databaseLoads"] = result.DatabaseLoads,
+                    ["serviceLoads"] = result.ServiceLoads,
+                    ["failed"] = result.Failed,
+                    ["seconds"] = Math.Round(result.Elapsed.TotalSeconds, 3),
+                });
+            }
+        }
+
+        _report.Detail("stampede", details);
+        await StopExtraHostsAsync();
+    }
+
+    private async Task<(long DatabaseLoads, long? ServiceLoads, int Failed, TimeSpan Elapsed)> StampedeRoundAsync(
+        IReadOnlyList<HttpHost> hosts, string path, int keys, string? counter, ViewDefinition view)
+    {
+        var requests = _env.StampedeRequests;
+        var tokens = Tokens.Skip(_nextStampedeUser).Take(keys).ToList();
+        _nextStampedeUser += keys;
+        if (tokens.Count < keys)
+        {
+            throw new InvalidOperationException("Not enough cold users left for the stampede rounds.");
+        }
+
+        // Open the connections first, so the requests arrive together rather than at the pace of TCP handshakes.
+        await Task.WhenAll(Enumerable.Range(0, requests).Select(async i =>
+        {
+            using var response = await ClientFor(hosts[i % hosts.Count]).GetAsync("/healthz");
+        }));
+
+        var before = await CountersAsync(hosts, counter);
+        await using (var reset = _db.CreateCommand("select pg_stat_statements_reset()"))
+        {
+            await reset.ExecuteNonQueryAsync();
+        }
+
+        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var calls = Enumerable.Range(0, requests).Select(async i =>
+        {
+            await gate.Task;
+            using var request = new HttpRequestMessage(HttpMethod.Get, path);
+            request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", tokens[i % keys]);
+            using var response = await ClientFor(hosts[i % hosts.Count]).SendAsync(request);
+            return response.StatusCode;
+        }).ToList();
+        var started = Stopwatch.StartNew();
+        gate.SetResult();
+        var statuses = await Task.WhenAll(calls);
+        var elapsed = started.Elapsed;
+
+        var databaseLoads = await DatabaseLoadsAsync(view);
+        var after = await CountersAsync(hosts, counter);
+        return (databaseLoads, after - before, statuses.Count(s => s != HttpStatusCode.OK), elapsed);
+    }
+
+    /// <summary>
+    /// Loads of <paramref name="view"/> since the last reset, from PostgreSQL's own statistics: every load runs
+    /// the view's batch once, so the calls of its first query (found by the marker the bench catalog puts in its text).
+    /// </summary>
+    private async Task<long> DatabaseLoadsAsync(ViewDefinition view)
+    {
+        await using var command = _db.CreateCommand("select coalesce(sum(calls), 0)::bigint from pg_stat_statements where query like @marker");
+        // A parameter, so this statement's own text never contains the marker.
+        command.Parameters.AddWithValue("marker", "%" + Marker(view.Name, view.Queries[0].Name) + "%");
+        return (long)(await command.ExecuteScalarAsync())!;
+    }
+
+    /// <summary>The sum of one counter over the bench hosts (null when the hosts keep no such counter: the silos' meters are in other processes).</summary>
+    private async Task<long?> CountersAsync(IReadOnlyList<HttpHost> hosts, string? counter)
+    {
+        if (counter is null)
+        {
+            return null;
+        }
+
+        long total = 0;
+        foreach (var host in hosts)
+        {
+            var counters = await ClientFor(host).GetFromJsonAsync<Dictionary<string, long>>("/bench/counters");
+            total += counters![counter];
+        }
+
+        return total;
+    }
+
+    // ---------------------------------------------------------------- hit
+    /// <summary>Warm reads over HTTP with wrk: 64 connections, a JWT on every request, one hot key and 10,000 keys.</summary>
+    public async Task HitAsync()
+    {
+        var coHosted = await CoHostedAsync();
+        var (webHosts, _) = await ClusterAsync(webHosts: 1, benchClients: 0);
+        var view = Driver.HitView;
+        var contenders = new (string Name, HttpHost Host, string Path, bool Cached)[]
+        {
+            ("bare", coHosted, "/bench/bare", false),
+            ("StatsCache co-hosted", coHosted, $"/api/dashboards/{view}", true),
+            ("StatsCache cluster", webHosts[0], $"/api/dashboards/{view}", true),
+            ("FusionCache", coHosted, $"/bench/fusion/{view}", true),
+            ("no cache", coHosted, $"/bench/nocache/{view}", false),
+        };
+
+        var details = new JsonArray();
+        foreach (var (keySet, tokenFile, count) in new[] { ("1 hot key", HotTokensPath, 1), ($"{_env.HitKeys:N0} keys", ManyTokensPath, _env.HitKeys) })
+        {
+            var results = new Dictionary<string, WrkResult>();
+            foreach (var (name, host, path, cached) in contenders)
+            {
+                // Warm: every key once for the caches (so the run measures hits), a thousand requests (JIT, pools) otherwise.
+                await WarmAsync(host, path, cached ? count : Math.Min(count, 1), cached ? count : 1_000);
+                var result = await WrkAsync(host, path, tokenFile);
+                results[name] = result;
+                _report.Add(new ReportRow("hit", $"{keySet}: {name} req/s, p50, p99", name.StartsWith("StatsCache", StringComparison.Ordinal) ? "p99 < 10 ms" : "—",
+                    $"{result.RequestsPerSecond:N0} req/s, {result.P50Ms:F2} / {result.P99Ms:F2} ms{(result.Errors > 0 ? $", {result.Errors} errors" : "")}",
+                    name.StartsWith("StatsCache", StringComparison.Ordinal) ? result.P99Ms < 10 && result.Errors == 0 : null, result.RequestsPerSecond));
+                details.Add(new JsonObject
+                {
+                    ["keys"] = count,
+                    ["contender"] = name,
+                    ["requestsPerSecond"] = Math.Round(result.RequestsPerSecond),
+                    ["p50Ms"] = Math.Round(result.P50Ms, 3),
+                    ["p99Ms"] = Math.Round(result.P99Ms, 3),
+                    ["maxMs"] = Math.Round(result.MaxMs, 3),
+                    ["errors"] = result.Errors,
+                    ["requests"] = result.Requests,
+                });
+            }
+
+            foreach (var statsCache in new[] { "StatsCache co-hosted", "StatsCache cluster" })
+            {
+                var ours = results[statsCache].RequestsPerSecond;
+                foreach (var (other, goal) in new[] { ("bare", 0.7), ("no cache", 20.0), ("FusionCache", 0.7) })
+                {
+                    var ratio = ours / results[other].RequestsPerSecond;
+                    _report.Add(new ReportRow("hit", $"{keySet}: {statsCache} / {other} (req/s)", $"≥ {goal:0.0#}",
+                        $"{ratio:F2}", ratio >= goal, ratio));
+                }
+            }
+        }
+
+        _report.Detail("hit", details);
+    }
+
+    private async Task WarmAsync(HttpHost host, string path, int keys, int requests)
+    {
+        var client = ClientFor(host);
+        await Parallel.ForEachAsync(Enumerable.Range(0, requests), new ParallelOptions { MaxDegreeOfParallelism = _env.Connections }, async (i, ct) =>
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Get, path);
+            request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", Tokens[i % keys]);
+            using var response = await client.SendAsync(request, ct);
+            if (response.StatusCode != HttpStatusCode.OK)
+            {
+                throw new InvalidOperationException($"Warm-up of {host.Name}{path} got {(int)response.StatusCode}: {await response.Content.ReadAsStringAsync(ct)}");
+            }
+        });
+    }
+
+    private sealed record WrkResult(long Requests, double RequestsPerSecond, double P50Ms, double P99Ms, double MaxMs, long Errors);
+
+    private async Task<WrkResult> WrkAsync(HttpHost host, string path, string tokenFile)
+    {
+        var start = new ProcessStartInfo("wrk",
+        [
+            "-t2", $"-c{_env.Connections}", $"-d{_env.HitSeconds}s", "--timeout", "5s", "--latency",
+            "-s", _env.WrkScript, new Uri(host.Url, path).ToString(), "--", tokenFile,
+        ])
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        };
+        using var wrk = Process.Start(start)!;
+        var output = await wrk.StandardOutput.ReadToEndAsync();
+        var errors = await wrk.StandardError.ReadToEndAsync();
+        await wrk.WaitForExitAsync();
+        var line = output.Split('\n').FirstOrDefault(l => l.StartsWith("BENCH_JSON ", StringComparison.Ordinal))
+            ?? throw new InvalidOperationException($"wrk printed no result (exit {wrk.ExitCode}):\n{output}\n{errors}");
+        var json = JsonNode.Parse(line["BENCH_JSON ".Length..])!;
+        long L(string name) => (long)json[name]!;
+        var requests = L("requests");
+        return new WrkResult(
+            requests,
+            requests / (L("duration_us") / 1e6),
+            L("p50_us") / 1000.0,
+            L("p99_us") / 1000.0,
+            L("max_us") / 1000.0,
+            L("errors_connect") + L("errors_read") + L("errors_write") + L("errors_status") + L("errors_timeout"));
+    }
+
+    // ---------------------------------------------------------------- refresh
+    /// <summary>Runs <see cref="RefreshScenario"/> in a process of its own (one silo, nothing else in it) and reports its figures.</summary>
+    public async Task RefreshAsync()
+    {
+        // The hosts of the other scenarios would share the cores with the silo's timers: stop them first.
+        for (var i = _processes.Count - 1; i >= 0; i--)
+        {
+            await _processes[i].DisposeAsync();
+        }
+
+        _processes.Clear();
+        _coHosted = null;
+        _webHosts.Clear();
+        _benchClients.Clear();
+        _gatewayPorts.Clear();
+
+        var environment = CommonEnvironment();
+        environment["StatsCache__CatalogPath"] = RefreshCatalogPath;
+        environment["Orleans__SiloPort"] = Port();
+        environment["Orleans__GatewayPort"] = Port();
+        environment[RefreshScenario.EntriesKey.Replace(":", "__", StringComparison.Ordinal)] = _env.RefreshEntries.ToString(Inv);
+        environment[RefreshScenario.PayloadPathKey.Replace(":", "__", StringComparison.Ordinal)] = DataPayloadPath;
+        var child = Track(ChildProcess.Start("refresh", _env.SelfDll, ["refresh"], environment, _env.WorkFolder));
+        var exit = await child.WaitForExitAsync(TimeSpan.FromMinutes(6));
+        var line = File.ReadLines(child.LogPath).LastOrDefault(l => l.StartsWith("BENCH_JSON ", StringComparison.Ordinal));
+        if (exit != 0 || line is null)
+        {
+            throw new InvalidOperationException($"The refresh scenario failed (exit {exit}); see {child.LogPath}.");
+        }
+
+        var json = JsonNode.Parse(line["BENCH_JSON ".Length..])!.AsObject();
+        _report.Detail("refresh", json.DeepClone());
+        var entries = (int)json["entries"]!;
+        var heap = (double)json["heapBytesPerEntry"]!;
+        var workingSet = (double)json["workingSetBytesPerEntry"]!;
+        var average = (double)json["averageLoadsPerSecond"]!;
+        var busiest = (double)json["busiestLoadsPerSecond"]!;
+        var ttl = (int)json["ttlSeconds"]!;
+        _report.Add(new ReportRow("refresh", $"{entries:N0} entries, TTL {ttl} s: memory per entry (GC heap)", "≤ 10 KB",
+            $"{heap / 1024:F2} KB", heap <= 10 * 1024, heap));
+        _report.Add(new ReportRow("refresh", "memory per entry (process working set)", "≤ 10 KB",
+            $"{workingSet / 1024:F2} KB", workingSet <= 10 * 1024, workingSet));
+        _report.Add(new ReportRow("refresh", "source queries per second over two TTLs (average)", $"≈ {entries / (double)ttl:N0} (entries / TTL)",
+            $"{average:N0}", null, average));
+        var createSeconds = (double)json["createSeconds"]!;
+        _report.Add(new ReportRow("refresh", $"busiest second / average (entries created in {createSeconds:F0} s)", "≤ 1.5", $"{busiest / average:F2} ({busiest:N0}/s)", busiest / average <= 1.5, busiest / average));
+    }
+
+    private static double Percentile(List<double> values, double percentile)
+    {
+        var sorted = values.Order().ToList();
+        var rank = (int)Math.Ceiling(percentile / 100 * sorted.Count);
+        return sorted[Math.Clamp(rank - 1, 0, sorted.Count - 1)];
+    }
+}

@@ -1,0 +1,102 @@
+using System.Buffers.Text;
+using System.Collections.Frozen;
+using System.Globalization;
+using System.Security.Claims;
+using System.Security.Cryptography;
+using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.Net.Http.Headers;
+using StatsCache.Catalog;
+using StatsCache.Source;
+using StatsCache.WebHost.Api;
+using ZiggyCreatures.Caching.Fusion;
+
+namespace StatsCache.Benchmarks;
+
+/// <summary>
+/// The contenders StatsCache is measured against, in the same process, behind the same
+/// authentication and the same validation (<see cref="DashboardApi.TryResolve"/>), writing the same
+/// JSON envelope (<see cref="SnapshotResult"/>):
+/// <c>/bench/nocache/{view}</c> runs the view's batch on every request,
+/// <c>/bench/fusion/{view}</c> is FusionCache cache-aside (stampede protection is FusionCache's default),
+/// <c>/bench/bare</c> writes a fixed snapshot-sized payload: the ceiling for a cached read over HTTP here.
+/// </summary>
+public static class Contenders
+{
+    public static IEndpointRouteBuilder MapContenders(this IEndpointRouteBuilder app)
+    {
+        var bench = app.MapGroup("/bench").RequireAuthorization();
+        bench.MapGet("/nocache/{view}", NoCacheAsync);
+        bench.MapGet("/fusion/{view}", FusionAsync);
+        bench.MapGet("/bare", (BarePayload payload) => TypedResults.Bytes(payload.Bytes, "application/json; charset=utf-8"));
+        return app;
+    }
+
+    private static async Task<Results<SnapshotResult, ProblemHttpResult>> NoCacheAsync(
+        string view, HttpContext context, ClaimsPrincipal principal, DashboardCatalog catalog,
+        PostgresDashboardSource source, BenchCounters counters)
+    {
+        if (!DashboardApi.TryResolve(view, context, principal, catalog, out var read, out var problem))
+        {
+            return problem;
+        }
+
+        counters.Add(BenchCounters.NoCacheLoads, 1);
+        var data = await source.LoadAsync(read.View, ScopeOf(read), read.Parameters, context.RequestAborted);
+        var snapshot = new DashboardSnapshot(data, TimeProvider.System.GetUtcNow(), "");
+        return new SnapshotResult(read.Caller, read.View, read.Parameters, snapshot, stale: false);
+    }
+
+    private static async Task<Results<SnapshotResult, StatusCodeHttpResult, ProblemHttpResult>> FusionAsync(
+        string view, HttpContext context, ClaimsPrincipal principal, DashboardCatalog catalog,
+        IFusionCache cache, FusionContender fusion)
+    {
+        if (!DashboardApi.TryResolve(view, context, principal, catalog, out var read, out var problem))
+        {
+            return problem;
+        }
+
+        var snapshot = await cache.GetOrSetAsync<DashboardSnapshot>(
+            FusionContender.KeyOf(read),
+            (_, ct) => fusion.LoadAsync(read, ct),
+            fusion.OptionsFor(read.View),
+            context.RequestAborted);
+
+        // The same conditional-request support as the API: ETag from the content, max-age to expiry.
+        var etag = SnapshotResult.ETagOf(snapshot, stale: false);
+        var remaining = read.View.Ttl - (TimeProvider.System.GetUtcNow() - snapshot.AsOf);
+        var headers = context.Response.GetTypedHeaders();
+        headers.ETag = etag;
+        headers.CacheControl = new() { Private = true, MaxAge = TimeSpan.FromSeconds(Math.Max(0, Math.Ceiling(remaining.TotalSeconds))) };
+        if (context.Request.GetTypedHeaders().IfNoneMatch.Any(tag => tag.Equals(EntityTagHeaderValue.Any) || tag.Compare(etag, useStrongComparison: false)))
+        {
+            return TypedResults.StatusCode(StatusCodes.Status304NotModified);
+        }
+
+        return new SnapshotResult(read.Caller, read.View, read.Parameters, snapshot, stale: false);
+    }
+
+    internal static DashboardScope ScopeOf(ViewRead read) => read.View.Scope == ViewScope.Site
+        ? new DashboardScope(read.Caller.SiteId, read.Caller.Role, null)
+        : new DashboardScope(read.Caller.SiteId, read.Caller.Role, read.Caller.UserId);
+}
+
+/// <summary>FusionCache as a competent engineer would configure it: entry options per view made once, TTL = the view's.</summary>
+internal sealed class FusionContender(DashboardCatalog catalog, PostgresDashboardSource source, BenchCounters counters)
+{
+    private readonly FrozenDictionary<string, FusionCacheEntryOptions> _options = catalog.Views.ToFrozenDictionary(
+        v => v.Name, v => new FusionCacheEntryOptions { Duration = v.Ttl }, StringComparer.Ordinal);
+
+    /// <summary>site/role/user/view/params: the same entry StatsCache keeps per user.</summary>
+    public static string KeyOf(ViewRead read) => string.Create(
+        CultureInfo.InvariantCulture, $"{read.Caller.SiteId}/{read.Caller.Role}/{read.Caller.UserId}/{read.View.Name}/{read.Parameters.Key}");
+
+    public FusionCacheEntryOptions OptionsFor(ViewDefinition view) => _options[view.Name];
+
+    public async Task<DashboardSnapshot> LoadAsync(ViewRead read, CancellationToken cancellationToken)
+    {
+        counters.Add(BenchCounters.FusionLoads, 1);
+        var asOf = TimeProvider.System.GetUtcNow();
+        var data = await source.LoadAsync(read.View, Contenders.ScopeOf(read), read.Parameters, cancellationToken);
+        return new DashboardSnapshot(data, asOf, Base64Url.EncodeToString(SHA256.HashData(data).AsSpan(0, 16)));
+    }
+}

@@ -1,0 +1,234 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Npgsql;
+using StatsCache.Catalog;
+using StatsCache.Source;
+using StatsCache.WebHost.Auth;
+
+namespace StatsCache.Benchmarks;
+
+/// <summary>
+/// Runs the scenarios of issue 5 side by side in one run and reports them: <c>source</c>, <c>stampede</c>,
+/// <c>hit</c>, <c>refresh</c>. bench.sh has started PostgreSQL (with pg_stat_statements) and generated
+/// the data; the driver starts and stops every host and silo itself.
+/// </summary>
+public static class Driver
+{
+    public static readonly string[] AllScenarios = ["source", "stampede", "hit", "refresh"];
+
+    /// <summary>The user-scoped view the HTTP scenarios read: one row per client, a typical snapshot.</summary>
+    public const string HitView = "client-stats";
+
+    public static async Task<int> RunAsync(string[] args)
+    {
+        var scenarios = new List<string>();
+        string? jsonPath = null;
+        for (var i = 0; i < args.Length; i++)
+        {
+            if (args[i] == "--json" && i + 1 < args.Length)
+            {
+                jsonPath = Path.GetFullPath(args[++i]);
+            }
+            else if (AllScenarios.Contains(args[i]))
+            {
+                scenarios.Add(args[i]);
+            }
+            else
+            {
+                Console.Error.WriteLine($"usage: drive [{string.Join('|', AllScenarios)}]... [--json FILE]");
+                return 2;
+            }
+        }
+
+        if (scenarios.Count == 0)
+        {
+            scenarios.AddRange(AllScenarios);
+        }
+
+        // Interrupted: stop the hosts and silos this run started rather than leave them running.
+        using var onInterrupt = System.Runtime.InteropServices.PosixSignalRegistration.Create(
+            System.Runtime.InteropServices.PosixSignal.SIGINT, _ => ChildProcess.KillAllStarted());
+        using var onTerminate = System.Runtime.InteropServices.PosixSignalRegistration.Create(
+            System.Runtime.InteropServices.PosixSignal.SIGTERM, _ => ChildProcess.KillAllStarted());
+
+        var environment = BenchEnvironment.FromEnvironment();
+        var report = new Report();
+        var started = Stopwatch.StartNew();
+        await using (var bench = await BenchRun.PrepareAsync(environment, report))
+        {
+            foreach (var scenario in AllScenarios.Where(scenarios.Contains))
+            {
+                Console.WriteLine($"== {scenario}");
+                var scenarioStarted = Stopwatch.StartNew();
+                await (scenario switch
+                {
+                    "source" => bench.SourceAsync(),
+                    "stampede" => bench.StampedeAsync(),
+                    "hit" => bench.HitAsync(),
+                    _ => bench.RefreshAsync(),
+                });
+                Console.WriteLine($"   ({scenarioStarted.Elapsed.TotalSeconds:F0} s)");
+            }
+        }
+
+        report.Print(Console.Out);
+        Console.WriteLine();
+        Console.WriteLine($"Driver time {started.Elapsed.TotalSeconds:F0} s on {Environment.ProcessorCount} cores; logs in {environment.WorkFolder}.");
+        if (jsonPath is not null)
+        {
+            report.WriteJson(jsonPath, new JsonObject
+            {
+                ["cores"] = Environment.ProcessorCount,
+                ["os"] = System.Runtime.InteropServices.RuntimeInformation.OSDescription,
+                ["runtime"] = Environment.Version.ToString(),
+                ["date"] = DateTimeOffset.UtcNow.ToString("O", CultureInfo.InvariantCulture),
+                ["hitSeconds"] = environment.HitSeconds,
+                ["connections"] = environment.Connections,
+                ["driverSeconds"] = Math.Round(started.Elapsed.TotalSeconds),
+            });
+            Console.WriteLine($"JSON written to {jsonPath}");
+        }
+
+        return 0;
+    }
+}
+
+/// <summary>One run's shared state: data, tokens, catalogs and the processes it started.</summary>
+public sealed partial class BenchRun : IAsyncDisposable
+{
+    private readonly BenchEnvironment _env;
+    private readonly Report _report;
+    private readonly NpgsqlDataSource _db;
+    private readonly List<ChildProcess> _processes = [];
+    private readonly Dictionary<string, HttpClient> _clients = [];
+    private int _nextStampedeUser;
+
+    private BenchRun(BenchEnvironment env, Report report, NpgsqlDataSource db)
+    {
+        _env = env;
+        _report = report;
+        _db = db;
+    }
+
+    /// <summary>The default catalog with a marker comment on every query, so pg_stat_statements can tell each view's loads apart.</summary>
+    public string BenchCatalogPath => Path.Combine(_env.WorkFolder, "bench-catalog.json");
+
+    /// <summary>The same catalog with every view's TTL set to the refresh scenario's.</summary>
+    public string RefreshCatalogPath => Path.Combine(_env.WorkFolder, "refresh-catalog.json");
+
+    public string BarePayloadPath => Path.Combine(_env.WorkFolder, "bare-payload.json");
+
+    public string DataPayloadPath => Path.Combine(_env.WorkFolder, "data-payload.json");
+
+    public DashboardCatalog Catalog { get; private set; } = null!;
+
+    /// <summary>Client users (site, id), in id order: the first <see cref="BenchEnvironment.HitKeys"/> are the hit keys, the rest are kept cold for stampedes.</summary>
+    public List<Caller> Clients { get; private set; } = [];
+
+    public List<string> Tokens { get; private set; } = [];
+
+    public static async Task<BenchRun> PrepareAsync(BenchEnvironment env, Report report)
+    {
+        var run = new BenchRun(env, report, NpgsqlDataSource.Create(env.ConnectionString));
+        run.WriteCatalogs();
+        await run.LoadUsersAsync();
+        await run.WritePayloadsAsync();
+        return run;
+    }
+
+    /// <summary>The marker pg_stat_statements keeps at the head of a query's text.</summary>
+    public static string Marker(string view, string query) => $"/* bench:{view}:{query} */";
+
+    private void WriteCatalogs()
+    {
+        using var stream = typeof(DashboardCatalog).Assembly.GetManifestResourceStream("StatsCache.default-catalog.json")
+            ?? throw new InvalidOperationException("The default catalog resource is missing.");
+        var root = JsonNode.Parse(stream)!;
+        foreach (var view in root["views"]!.AsArray())
+        {
+            foreach (var query in view!["queries"]!.AsArray())
+            {
+                query!["sql"] = $"{Marker((string)view["name"]!, (string)query["name"]!)}\n{(string)query["sql"]!}";
+            }
+        }
+
+        File.WriteAllText(BenchCatalogPath, root.ToJsonString());
+        foreach (var view in root["views"]!.AsArray())
+        {
+            view!["ttl"] = TimeSpan.FromSeconds(_env.RefreshTtlSeconds).ToString("c", CultureInfo.InvariantCulture);
+        }
+
+        File.WriteAllText(RefreshCatalogPath, root.ToJsonString());
+        Catalog = DashboardCatalog.Load(BenchCatalogPath);
+        DashboardCatalog.Load(RefreshCatalogPath);
+    }
+
+    private async Task LoadUsersAsync()
+    {
+        await using var command = _db.CreateCommand("select website_id, id from users where role = 'client' order by id");
+        await using var reader = await command.ExecuteReaderAsync();
+        while (await reader.ReadAsync())
+        {
+            Clients.Add(new Caller(reader.GetInt64(0), "client", reader.GetInt64(1)));
+        }
+
+        var needed = _env.HitKeys + 1_000;
+        if (Clients.Count < needed)
+        {
+            throw new InvalidOperationException($"The database has {Clients.Count} clients; the benchmark needs {needed} (generate more users).");
+        }
+
+        var auth = new AuthOptions { SigningKey = _env.SigningKey, Issuer = _env.Issuer, Audience = _env.Audience };
+        var now = DateTimeOffset.UtcNow;
+        Tokens = [.. Clients.Select(c => TokenIssuer.Issue(auth, c, TimeSpan.FromHours(3), now))];
+        File.WriteAllLines(HotTokensPath, Tokens.Take(1));
+        File.WriteAllLines(ManyTokensPath, Tokens.Take(_env.HitKeys));
+        _nextStampedeUser = _env.HitKeys;
+    }
+
+    public string HotTokensPath => Path.Combine(_env.WorkFolder, "tokens-hot.txt");
+
+    public string ManyTokensPath => Path.Combine(_env.WorkFolder, "tokens-many.txt");
+
+    /// <summary>The hot user's real snapshot: its data (the refresh scenario's payload) and its whole answer (the bare endpoint's).</summary>
+    private async Task WritePayloadsAsync()
+    {
+        var view = Catalog.Find(Driver.HitView)!;
+        var caller = Clients[0];
+        var data = await new PostgresDashboardSource(_db).LoadAsync(
+            view, new DashboardScope(caller.SiteId, caller.Role, caller.UserId), view.DefaultParameters, CancellationToken.None);
+        File.WriteAllBytes(DataPayloadPath, data);
+        using var file = File.Create(BarePayloadPath);
+        using var json = new Utf8JsonWriter(file);
+        json.WriteStartObject();
+        json.WriteString("view", view.Name);
+        json.WriteNumber("site", caller.SiteId);
+        json.WriteString("role", caller.Role);
+        json.WriteNumber("user", caller.UserId);
+        json.WriteStartObject("parameters");
+        json.WriteEndObject();
+        json.WriteString("asOf", DateTime.UtcNow);
+        json.WriteBoolean("stale", false);
+        json.WritePropertyName("data");
+        json.WriteRawValue(data, skipInputValidation: true);
+        json.WriteEndObject();
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        foreach (var client in _clients.Values)
+        {
+            client.Dispose();
+        }
+
+        // Hosts first, then the silos they are clients of.
+        for (var i = _processes.Count - 1; i >= 0; i--)
+        {
+            await _processes[i].DisposeAsync();
+        }
+
+        await _db.DisposeAsync();
+    }
+}

@@ -1,0 +1,21 @@
+using StatsCache.Benchmarks;
+
+// One binary, four jobs (./bench.sh runs the driver, which starts the others):
+//   serve      the benchmark host: the real API next to the contenders' endpoints
+//   drive      the scenarios of issue 5, side by side; prints the table (and JSON with --json FILE)
+//   refresh    one silo holding many entries with a short TTL (a child process of the driver)
+//   micro      BenchmarkDotNet micro-benchmarks of the cached read's hot path
+return args switch
+{
+    ["drive", .. var rest] => await Driver.RunAsync(rest),
+    ["refresh", .. var rest] => await RefreshScenario.RunChildAsync(rest),
+    ["micro", .. var rest] => MicroBenchmarks.Run(rest),
+    ["serve", .. var rest] => await BenchHost.RunAsync(rest),
+    _ => Usage(),
+};
+
+static int Usage()
+{
+    Console.Error.WriteLine("usage: StatsCache.Benchmarks serve | drive [SCENARIO...] [--json FILE] | refresh | micro [BenchmarkDotNet args]");
+    return 2;
+}
