@@ -22,10 +22,7 @@ public sealed class ClusterTests(TestDatabase db, ITestOutputHelper output)
     public async Task TwoSilosOnPostgresMembershipServeEachUserTheirOwnNumbers()
     {
         var settings = ClusterSettings();
-        await using var silos = new SiloGroup();
-        await silos.StartAsync(db.ConnectionString, settings, count: 2);
-        await WaitUntilAsync(
-            async () => await ActiveSilosAsync(settings["Orleans:ClusterId"]) == 2, "both silos active in the membership table");
+        await using var silos = await StartActiveSilosAsync(settings, count: 2);
         await using var web = ClientWebHost(settings);
 
         var site = await db.NewWebsiteAsync();
@@ -91,9 +88,7 @@ public sealed class ClusterTests(TestDatabase db, ITestOutputHelper output)
     public async Task KillingASiloUnderLoadFailsNoRequestAndEveryRequestCompletesWithinTenSeconds()
     {
         var settings = ClusterSettings();
-        await using var silos = new SiloGroup();
-        await silos.StartAsync(db.ConnectionString, settings, count: 2);
-        await WaitUntilAsync(async () => await ActiveSilosAsync(settings["Orleans:ClusterId"]) == 2, "both silos active");
+        await using var silos = await StartActiveSilosAsync(settings, count: 2);
         await using var web = ClientWebHost(settings);
 
         var site = await db.NewWebsiteAsync();
@@ -182,9 +177,7 @@ public sealed class ClusterTests(TestDatabase db, ITestOutputHelper output)
     public async Task WriteIsVisibleWithinASecondOnATwoSiloCluster()
     {
         var settings = ClusterSettings();
-        await using var silos = new SiloGroup();
-        await silos.StartAsync(db.ConnectionString, settings, count: 2);
-        await WaitUntilAsync(async () => await ActiveSilosAsync(settings["Orleans:ClusterId"]) == 2, "both silos active");
+        await using var silos = await StartActiveSilosAsync(settings, count: 2);
         await using var web = ClientWebHost(settings);
 
         var site = await db.NewWebsiteAsync();
@@ -278,6 +271,23 @@ public sealed class ClusterTests(TestDatabase db, ITestOutputHelper output)
             "insert into orders (website_id, client_id, status, price, pages, is_paid, created_at, deadline) " +
             "values (@w, @c, 'completed', @p, 2, true, now(), now() + interval '1 day')",
             ("w", site), ("c", client), ("p", price));
+
+    /// <summary>Starts the silos and waits until the membership table shows them all active.</summary>
+    private async Task<SiloGroup> StartActiveSilosAsync(Dictionary<string, string> settings, int count)
+    {
+        var silos = new SiloGroup();
+        try
+        {
+            await silos.StartAsync(db.ConnectionString, settings, count);
+            await WaitUntilAsync(async () => await ActiveSilosAsync(settings["Orleans:ClusterId"]) == count, $"{count} silos active in the membership table");
+            return silos;
+        }
+        catch
+        {
+            await silos.DisposeAsync();
+            throw;
+        }
+    }
 
     private Task<long> ActiveSilosAsync(string clusterId) =>
         ScalarAsync<long>(
