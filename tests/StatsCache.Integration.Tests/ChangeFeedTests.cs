@@ -78,7 +78,7 @@ public sealed class ChangeFeedTests(TestDatabase db, ITestOutputHelper output) :
         var site = await db.NewWebsiteAsync();
         var client = await db.NewUserAsync(site, "client");
         await ClientOrdersAsync(site, client);
-        using var loads = new LoadCounter("client-stats");
+        using var loads = new StatsCacheCounter("statscache.loads", "view", "client-stats");
 
         var writing = Stopwatch.StartNew();
         await Parallel.ForEachAsync(Enumerable.Range(0, 1000), new ParallelOptions { MaxDegreeOfParallelism = 8 },
@@ -96,6 +96,7 @@ public sealed class ChangeFeedTests(TestDatabase db, ITestOutputHelper output) :
         var site = await db.NewWebsiteAsync();
         var client = await db.NewUserAsync(site, "client");
         Assert.Equal(0, await ClientOrdersAsync(site, client));
+        using var reconnects = new StatsCacheCounter("statscache.changes.connects", "reconnect", true);
 
         int killed;
         await using (var kill = db.DataSource.CreateCommand(
@@ -114,6 +115,7 @@ public sealed class ChangeFeedTests(TestDatabase db, ITestOutputHelper output) :
 
         await WaitUntilAsync(async () => await ClientOrdersAsync(site, client) == 1, "the order shown after the listener reconnected");
         Assert.True(await ListenersAsync() > 0);
+        Assert.True(reconnects.Count >= 1, "The listener's reconnection was not counted.");
     }
 
     [Fact]
@@ -211,28 +213,28 @@ public sealed class ChangeFeedTests(TestDatabase db, ITestOutputHelper output) :
         }
     }
 
-    /// <summary>Counts the StatsCache meter's loads of one view while it lives.</summary>
-    private sealed class LoadCounter : IDisposable
+    /// <summary>Sums one StatsCache counter, for measurements with one tag value, while it lives.</summary>
+    private sealed class StatsCacheCounter : IDisposable
     {
         private readonly MeterListener _listener = new();
         private long _count;
 
-        public LoadCounter(string view)
+        public StatsCacheCounter(string instrumentName, string tag, object value)
         {
             _listener.InstrumentPublished = (instrument, listener) =>
             {
-                if (instrument.Meter.Name == DashboardMetrics.MeterName && instrument.Name == "statscache.loads")
+                if (instrument.Meter.Name == DashboardMetrics.MeterName && instrument.Name == instrumentName)
                 {
                     listener.EnableMeasurementEvents(instrument);
                 }
             };
-            _listener.SetMeasurementEventCallback<long>((_, value, tags, _) =>
+            _listener.SetMeasurementEventCallback<long>((_, measurement, tags, _) =>
             {
-                foreach (var tag in tags)
+                foreach (var pair in tags)
                 {
-                    if (tag.Key == "view" && (string?)tag.Value == view)
+                    if (pair.Key == tag && Equals(pair.Value, value))
                     {
-                        Interlocked.Add(ref _count, value);
+                        Interlocked.Add(ref _count, measurement);
                     }
                 }
             });

@@ -20,6 +20,9 @@ public sealed class DashboardMetrics
     private readonly Histogram<double> _loadDuration;
     private readonly UpDownCounter<long> _entries;
     private readonly Counter<long> _evicted;
+    private readonly Counter<long> _changes;
+    private readonly Counter<long> _invalidations;
+    private readonly Counter<long> _feedConnects;
 
     public DashboardMetrics(IMeterFactory meterFactory)
     {
@@ -38,6 +41,9 @@ public sealed class DashboardMetrics
             new InstrumentAdvice<double> { HistogramBucketBoundaries = LoadDurationBuckets });
         _entries = meter.CreateUpDownCounter<long>("statscache.entries", "{entry}", "Entries held by active grains.");
         _evicted = meter.CreateCounter<long>("statscache.entries.evicted", "{entry}", "Entries dropped, by reason (idle or capacity).");
+        _changes = meter.CreateCounter<long>("statscache.changes", "{notice}", "Change notices this silo's listener received, by table (api for the invalidation API).");
+        _invalidations = meter.CreateCounter<long>("statscache.changes.invalidations", "{call}", "Grains told that data they hold changed.");
+        _feedConnects = meter.CreateCounter<long>("statscache.changes.connects", "{connection}", "Times the change feed's listener connected (first, or again after losing the connection).");
     }
 
     public void Read(string view, ReadOutcome outcome, bool stale)
@@ -107,6 +113,14 @@ public sealed class DashboardMetrics
     }
 
     public void EntriesReleased(int count) => _entries.Add(-count);
+
+    public void ChangeReceived(string? table, int invalidations)
+    {
+        _changes.Add(1, new KeyValuePair<string, object?>("table", table ?? "api"));
+        _invalidations.Add(invalidations);
+    }
+
+    public void FeedConnected(bool again) => _feedConnects.Add(1, new KeyValuePair<string, object?>("reconnect", again));
 }
 
 /// <summary>How a read was answered.</summary>

@@ -17,6 +17,7 @@ namespace StatsCache.Changes;
 public sealed partial class ChangeFeedListener(
     IConfiguration configuration,
     DashboardCache cache,
+    DashboardMetrics metrics,
     IGrainFactory grains,
     IOptions<ChangeFeedOptions> options,
     ILogger<ChangeFeedListener> logger) : BackgroundService
@@ -56,6 +57,7 @@ public sealed partial class ChangeFeedListener(
                     RefreshAllActive();
                 }
 
+                metrics.FeedConnected(again: connectedBefore);
                 connectedBefore = true;
                 delay = TimeSpan.FromMilliseconds(100);
                 while (true)
@@ -97,10 +99,13 @@ public sealed partial class ChangeFeedListener(
             return;
         }
 
-        foreach (var (grain, views) in ChangeRouting.Route(notice, cache.Catalog, cache.Active))
+        var routes = ChangeRouting.Route(notice, cache.Catalog, cache.Active);
+        foreach (var (grain, views) in routes)
         {
             Invalidate(grain, views);
         }
+
+        metrics.ChangeReceived(notice.Table, routes.Count);
     }
 
     private void RefreshAllActive()
