@@ -78,6 +78,9 @@ public sealed class ChildProcess : IAsyncDisposable
         return _process.ExitCode;
     }
 
+    // A poll with a deadline (below), not a wait for things to settle.
+    private static readonly TimeSpan PollInterval = TimeSpan.FromMilliseconds(200);
+
     /// <summary>Polls <paramref name="ready"/> until it is true, failing early if the process exits.</summary>
     public async Task WaitUntilAsync(Func<Task<bool>> ready, TimeSpan timeout)
     {
@@ -94,7 +97,7 @@ public sealed class ChildProcess : IAsyncDisposable
                 return;
             }
 
-            await Task.Delay(200);
+            await Task.Delay(PollInterval);
         }
 
         throw new TimeoutException($"{Name} was not ready within {timeout.TotalSeconds:F0} s; see {LogPath}.");
