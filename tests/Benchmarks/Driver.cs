@@ -5,6 +5,7 @@ using System.Text.Json.Nodes;
 using Npgsql;
 using StatsCache.Catalog;
 using StatsCache.Source;
+using StatsCache.WebHost.Api;
 using StatsCache.WebHost.Auth;
 
 namespace StatsCache.Benchmarks;
@@ -200,20 +201,14 @@ public sealed partial class BenchRun : IAsyncDisposable
         var data = await new PostgresDashboardSource(_db).LoadAsync(
             view, new DashboardScope(caller.SiteId, caller.Role, caller.UserId), view.DefaultParameters, CancellationToken.None);
         File.WriteAllBytes(DataPayloadPath, data);
-        using var file = File.Create(BarePayloadPath);
-        using var json = new Utf8JsonWriter(file);
-        json.WriteStartObject();
-        json.WriteString("view", view.Name);
-        json.WriteNumber("site", caller.SiteId);
-        json.WriteString("role", caller.Role);
-        json.WriteNumber("user", caller.UserId);
-        json.WriteStartObject("parameters");
-        json.WriteEndObject();
-        json.WriteString("asOf", DateTime.UtcNow);
-        json.WriteBoolean("stale", false);
-        json.WritePropertyName("data");
-        json.WriteRawValue(data, skipInputValidation: true);
-        json.WriteEndObject();
+
+        // The bare endpoint's payload is exactly what the API writes for this snapshot.
+        await using var file = File.Create(BarePayloadPath);
+        var context = new DefaultHttpContext();
+        context.Response.Body = file;
+        var snapshot = new DashboardSnapshot(data, DateTimeOffset.UtcNow, ContentHash: "bench");
+        await new SnapshotResult(caller, view, view.DefaultParameters, snapshot, stale: false).ExecuteAsync(context);
+        await context.Response.BodyWriter.FlushAsync();
     }
 
     public async ValueTask DisposeAsync()
