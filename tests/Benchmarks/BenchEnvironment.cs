@@ -31,6 +31,9 @@ public sealed class BenchEnvironment
     /// <summary>Seconds of wrk per contender and key set (BENCH_HIT_SECONDS).</summary>
     public int HitSeconds { get; init; } = 10;
 
+    /// <summary>The turns the contenders take, each a slice of <see cref="HitSeconds"/> (BENCH_HIT_ROUNDS).</summary>
+    public int HitRounds { get; init; } = 5;
+
     /// <summary>wrk connections (the 64).</summary>
     public int Connections { get; init; } = 64;
 
@@ -65,6 +68,7 @@ public sealed class BenchEnvironment
             Audience = Environment.GetEnvironmentVariable("Auth__Audience") is { Length: > 0 } audience ? audience : "statscache",
             WorkFolder = work,
             HitSeconds = Int("BENCH_HIT_SECONDS", 10),
+            HitRounds = Int("BENCH_HIT_ROUNDS", 5),
             RefreshEntries = Int("BENCH_REFRESH_ENTRIES", 100_000),
             RefreshTtlSeconds = Int("BENCH_REFRESH_TTL_SECONDS", 10),
         };

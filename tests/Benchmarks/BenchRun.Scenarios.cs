@@ -210,12 +210,27 @@ public sealed partial class BenchRun
         var details = new JsonArray();
         foreach (var (keySet, tokenFile, count) in new[] { ("1 hot key", HotTokensPath, 1), ($"{_env.HitKeys:N0} keys", ManyTokensPath, _env.HitKeys) })
         {
-            var results = new Dictionary<string, WrkResult>();
-            foreach (var (name, host, path, cached) in contenders)
+            foreach (var (_, host, path, cached) in contenders)
             {
                 // Warm: every key once for the caches (so the run measures hits), a thousand requests (JIT, pools) otherwise.
                 await WarmAsync(host, path, cached ? count : Math.Min(count, 1), cached ? count : 1_000);
-                var result = await WrkAsync(host, path, tokenFile);
+            }
+
+            // The contenders take turns, a slice each per round, so whatever else the machine does during
+            // the run (it is shared) falls on all of them alike instead of on whoever ran at that moment.
+            var rounds = contenders.ToDictionary(c => c.Name, _ => new List<WrkResult>());
+            for (var round = 0; round < _env.HitRounds; round++)
+            {
+                foreach (var (name, host, path, _) in contenders)
+                {
+                    rounds[name].Add(await WrkAsync(host, path, tokenFile, Math.Max(1, _env.HitSeconds / _env.HitRounds)));
+                }
+            }
+
+            var results = new Dictionary<string, WrkResult>();
+            foreach (var (name, _, _, _) in contenders)
+            {
+                var result = WrkResult.Combine(rounds[name]);
                 results[name] = result;
                 _report.Add(new ReportRow("hit", $"{keySet}: {name} req/s, p50, p99", name.StartsWith("StatsCache", StringComparison.Ordinal) ? "p99 < 10 ms" : "—",
                     $"{result.RequestsPerSecond:N0} req/s, {result.P50Ms:F2} / {result.P99Ms:F2} ms{(result.Errors > 0 ? $", {result.Errors} errors" : "")}",
@@ -263,13 +278,25 @@ public sealed partial class BenchRun
         });
     }
 
-    private sealed record WrkResult(long Requests, double RequestsPerSecond, double P50Ms, double P99Ms, double MaxMs, long Errors);
+    private sealed record WrkResult(long Requests, double Seconds, double P50Ms, double P99Ms, double MaxMs, long Errors)
+    {
+        public double RequestsPerSecond => Requests / Seconds;
 
-    private async Task<WrkResult> WrkAsync(HttpHost host, string path, string tokenFile)
+        /// <summary>One contender's slices as one result: requests over time, the median slice's p50 and p99, the slowest request.</summary>
+        public static WrkResult Combine(IReadOnlyList<WrkResult> slices) => new(
+            slices.Sum(r => r.Requests),
+            slices.Sum(r => r.Seconds),
+            Percentile([.. slices.Select(r => r.P50Ms)], 50),
+            Percentile([.. slices.Select(r => r.P99Ms)], 50),
+            slices.Max(r => r.MaxMs),
+            slices.Sum(r => r.Errors));
+    }
+
+    private async Task<WrkResult> WrkAsync(HttpHost host, string path, string tokenFile, int seconds)
     {
         var start = new ProcessStartInfo("wrk",
         [
-            "-t2", $"-c{_env.Connections}", $"-d{_env.HitSeconds}s", "--timeout", "5s", "--latency",
+            "-t2", $"-c{_env.Connections}", $"-d{seconds}s", "--timeout", "5s", "--latency",
             "-s", _env.WrkScript, new Uri(host.Url, path).ToString(), "--", tokenFile,
         ])
         {
@@ -284,10 +311,9 @@ public sealed partial class BenchRun
             ?? throw new InvalidOperationException($"wrk printed no result (exit {wrk.ExitCode}):\n{output}\n{errors}");
         var json = JsonNode.Parse(line["BENCH_JSON ".Length..])!;
         long L(string name) => (long)json[name]!;
-        var requests = L("requests");
         return new WrkResult(
-            requests,
-            requests / (L("duration_us") / 1e6),
+            L("requests"),
+            L("duration_us") / 1e6,
             L("p50_us") / 1000.0,
             L("p99_us") / 1000.0,
             L("max_us") / 1000.0,
