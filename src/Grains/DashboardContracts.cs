@@ -11,11 +11,21 @@ public interface IUserDashboardGrain : IGrainWithStringKey
     /// Returns the current snapshot of a view, loading it once if it is not cached. Cancelling stops
     /// this caller's wait, never the load, which other readers share.
     /// </summary>
+    /// <remarks>
+    /// A call caught in a silo's death would otherwise hang for Orleans' 30 s default; after
+    /// <see cref="ReadTimeout"/> it fails with a <see cref="TimeoutException"/> and the web host sends it
+    /// again (the retry joins a load in flight, so a slow load is not restarted). Orleans tracks this
+    /// timeout for every call anyway, so it costs a read nothing, unlike a timer of the caller's own.
+    /// </remarks>
+    [ResponseTimeout(ReadTimeout)]
     ValueTask<DashboardResult> GetAsync(DashboardRequest request, CancellationToken cancellationToken = default);
 
     /// <summary>The data behind these views (all, when empty) changed: reload the affected entries soon.</summary>
     [OneWay]
     Task InvalidateAsync(ImmutableArray<string> views);
+
+    /// <summary>How long one read may take before its caller abandons it and sends it again.</summary>
+    public const string ReadTimeout = "00:00:03";
 }
 
 /// <summary>The site-scoped views of one site and role, keyed <c>"{site}/{role}"</c>; shared by its users.</summary>

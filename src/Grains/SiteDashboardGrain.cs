@@ -10,10 +10,16 @@ namespace StatsCache;
 /// site and role. Only <see cref="UserDashboardGrain"/> calls it, after checking the caller's role.
 /// </summary>
 [Reentrant] // Reads interleave with loads: concurrent readers of a cold entry join one load.
+[GrainType(TypeName)]
 public sealed class SiteDashboardGrain(
     [PersistentState(DashboardSnapshots.StateName, DashboardSnapshots.StorageName)] IPersistentState<DashboardSnapshots> store,
     DashboardCache cache) : Grain, ISiteDashboardGrain
 {
+    // Orleans' default name for this class, declared so references can be made without resolving it (DashboardGrains).
+    private const string TypeName = "sitedashboard";
+
+    public static readonly GrainType GrainType = GrainType.Create(TypeName);
+
     private DashboardScope _scope;
     private DashboardEntries _entries = null!;
 

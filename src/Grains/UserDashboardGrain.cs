@@ -10,10 +10,17 @@ namespace StatsCache;
 /// the site's shared grain after the role check, so a user never reaches a view of another role.
 /// </summary>
 [Reentrant] // Reads interleave with loads: concurrent readers of a cold entry join one load.
+[GrainType(TypeName)]
 public sealed class UserDashboardGrain(
     [PersistentState(DashboardSnapshots.StateName, DashboardSnapshots.StorageName)] IPersistentState<DashboardSnapshots> store,
-    DashboardCache cache) : Grain, IUserDashboardGrain
+    DashboardCache cache,
+    DashboardGrains grains) : Grain, IUserDashboardGrain
 {
+    // Orleans' default name for this class, declared so references can be made without resolving it (DashboardGrains).
+    private const string TypeName = "userdashboard";
+
+    public static readonly GrainType GrainType = GrainType.Create(TypeName);
+
     private DashboardScope _scope;
     private DashboardEntries _entries = null!;
 
@@ -52,7 +59,7 @@ public sealed class UserDashboardGrain(
         }
 
         return view.Scope == ViewScope.Site
-            ? GrainFactory.GetGrain<ISiteDashboardGrain>(DashboardScope.SiteKey(_scope.SiteId, _scope.Role)).GetAsync(request, cancellationToken)
+            ? grains.Site(_scope.SiteId, _scope.Role).GetAsync(request, cancellationToken)
             : _entries.GetAsync(view, request, cancellationToken);
     }
 }

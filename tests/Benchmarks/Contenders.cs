@@ -4,7 +4,6 @@ using System.Globalization;
 using System.Security.Claims;
 using System.Security.Cryptography;
 using Microsoft.AspNetCore.Http.HttpResults;
-using Microsoft.Net.Http.Headers;
 using StatsCache.Catalog;
 using StatsCache.Source;
 using StatsCache.WebHost.Api;
@@ -62,12 +61,8 @@ public static class Contenders
             context.RequestAborted);
 
         // The same conditional-request support as the API: ETag from the content, max-age to expiry.
-        var etag = SnapshotResult.ETagOf(snapshot, stale: false);
         var remaining = read.View.Ttl - (TimeProvider.System.GetUtcNow() - snapshot.AsOf);
-        var headers = context.Response.GetTypedHeaders();
-        headers.ETag = etag;
-        headers.CacheControl = new() { Private = true, MaxAge = TimeSpan.FromSeconds(Math.Max(0, Math.Ceiling(remaining.TotalSeconds))) };
-        if (context.Request.GetTypedHeaders().IfNoneMatch.Any(tag => tag.Equals(EntityTagHeaderValue.Any) || tag.Compare(etag, useStrongComparison: false)))
+        if (SnapshotResult.SetCacheHeaders(context, snapshot, stale: false, remaining))
         {
             return TypedResults.StatusCode(StatusCodes.Status304NotModified);
         }

@@ -55,14 +55,14 @@ public static class RefreshScenario
 
         using var host = builder.Build();
         await host.StartAsync();
-        var grains = host.Services.GetRequiredService<IGrainFactory>();
+        var grains = host.Services.GetRequiredService<DashboardGrains>();
         var view = host.Services.GetRequiredService<DashboardCatalog>().Find(Driver.HitView)!;
         var request = new DashboardRequest(view.Name, view.DefaultParameters.Key);
 
         async Task CreateAsync(int from, int to) =>
             await Parallel.ForEachAsync(Enumerable.Range(from, to - from), new ParallelOptions { MaxDegreeOfParallelism = 256 }, async (user, ct) =>
             {
-                var result = await grains.GetGrain<IUserDashboardGrain>(DashboardScope.UserKey(1, "client", user + 1)).GetAsync(request, ct);
+                var result = await grains.User(1, "client", user + 1).GetAsync(request, ct);
                 if (result.Snapshot is null)
                 {
                     throw new InvalidOperationException("An entry has no snapshot after its first read.");

@@ -27,7 +27,10 @@ public sealed class DashboardCacheOptions
     [Range(1, 1000)]
     public int IdleTtlMultiple { get; set; } = 3;
 
-    /// <summary>Each refresh comes up to this fraction of the TTL early, so entries do not refresh in step.</summary>
+    /// <summary>
+    /// Each refresh comes up to this fraction of the TTL early, so entries do not refresh in step (an
+    /// entry's first refresh comes at a random point of its first TTL, which spreads entries read together).
+    /// </summary>
     [Range(0.0, 0.5)]
     public double RefreshJitter { get; set; } = 0.1;
 

@@ -18,7 +18,7 @@ public sealed partial class ChangeFeedListener(
     IConfiguration configuration,
     DashboardCache cache,
     DashboardMetrics metrics,
-    IGrainFactory grains,
+    DashboardGrains grains,
     IOptions<ChangeFeedOptions> options,
     ILogger<ChangeFeedListener> logger) : BackgroundService
 {
@@ -120,8 +120,8 @@ public sealed partial class ChangeFeedListener(
     private void Invalidate(DashboardScope grain, ImmutableArray<string> views)
     {
         var call = grain.UserId is { } user
-            ? grains.GetGrain<IUserDashboardGrain>(DashboardScope.UserKey(grain.SiteId, grain.Role, user)).InvalidateAsync(views)
-            : grains.GetGrain<ISiteDashboardGrain>(DashboardScope.SiteKey(grain.SiteId, grain.Role)).InvalidateAsync(views);
+            ? grains.User(grain.SiteId, grain.Role, user).InvalidateAsync(views)
+            : grains.Site(grain.SiteId, grain.Role).InvalidateAsync(views);
         _ = call.ContinueWith(t => LogInvalidateFailed(logger, t.Exception!, grain.SiteId), TaskContinuationOptions.OnlyOnFaulted);
     }
 

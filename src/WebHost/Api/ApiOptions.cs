@@ -7,14 +7,6 @@ public sealed class ApiOptions
 {
     public const string SectionName = "StatsCache:Api";
 
-    /// <summary>
-    /// How long one grain call may take before it is abandoned and sent again. A call caught in a
-    /// silo's death can otherwise hang until Orleans' response timeout; a slow load is not restarted
-    /// by this (the next attempt joins it).
-    /// </summary>
-    [Range(typeof(TimeSpan), "00:00:00.100", "00:01:00")]
-    public TimeSpan GrainAttemptTimeout { get; set; } = TimeSpan.FromSeconds(3);
-
     /// <summary>How long a read keeps retrying calls rejected by, or lost in, a silo that is going away before answering 503.</summary>
     [Range(typeof(TimeSpan), "00:00:00", "00:01:00")]
     public TimeSpan GrainRetryTimeout { get; set; } = TimeSpan.FromSeconds(10);

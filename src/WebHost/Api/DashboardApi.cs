@@ -63,7 +63,7 @@ public static class DashboardApi
         HttpContext context,
         ClaimsPrincipal principal,
         DashboardCatalog catalog,
-        IGrainFactory grains,
+        DashboardGrains grains,
         IOptions<ApiOptions> options,
         ILoggerFactory loggers)
     {
@@ -76,9 +76,10 @@ public static class DashboardApi
         DashboardResult result;
         try
         {
-            var grain = grains.GetGrain<IUserDashboardGrain>(caller.GrainKey);
+            var grain = grains.User(caller.SiteId, caller.Role, caller.UserId);
             var request = new DashboardRequest(definition.Name, parameters.Key, refresh);
-            result = await GrainCalls.ReadAsync(ct => grain.GetAsync(request, ct), options.Value, context.RequestAborted);
+            result = await GrainCalls.ReadAsync(
+                static (call, ct) => call.grain.GetAsync(call.request, ct), (grain, request), options.Value, context.RequestAborted);
         }
         catch (Exception e) when (e is OrleansException or TimeoutException || (e is OperationCanceledException && !context.RequestAborted.IsCancellationRequested))
         {
@@ -92,12 +93,7 @@ public static class DashboardApi
                 $"View '{definition.Name}' has no usable snapshot and loading it failed; retry later.");
         }
 
-        var etag = SnapshotResult.ETagOf(snapshot, result.Stale);
-        var headers = context.Response.GetTypedHeaders();
-        headers.ETag = etag;
-        headers.CacheControl = new() { Private = true, MaxAge = TimeSpan.FromSeconds(Math.Ceiling(result.NextRefreshIn.TotalSeconds)) };
-        var ifNoneMatch = context.Request.GetTypedHeaders().IfNoneMatch;
-        if (ifNoneMatch.Any(tag => tag.Equals(Microsoft.Net.Http.Headers.EntityTagHeaderValue.Any) || tag.Compare(etag, useStrongComparison: false)))
+        if (SnapshotResult.SetCacheHeaders(context, snapshot, result.Stale, result.NextRefreshIn))
         {
             return TypedResults.StatusCode(StatusCodes.Status304NotModified);
         }

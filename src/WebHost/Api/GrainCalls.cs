@@ -5,8 +5,9 @@ namespace StatsCache.WebHost.Api;
 
 /// <summary>
 /// Reads from grains, retried while the cluster heals. A silo that died keeps having calls to its
-/// grains rejected (or, for calls in flight when it died, unanswered) until the survivors declare it
-/// dead (seconds, see ClusterMembershipOptions); then the grain reactivates elsewhere. Reads are
+/// grains rejected (or, for calls in flight when it died, unanswered until the method's response
+/// timeout: see <see cref="IUserDashboardGrain.GetAsync"/>) until the survivors declare it dead
+/// (seconds, see ClusterMembershipOptions); then the grain reactivates elsewhere. Reads are
 /// idempotent, and a repeated read joins the grain's load in flight, so a failed attempt is simply
 /// sent again.
 /// </summary>
@@ -15,17 +16,21 @@ internal static class GrainCalls
     private static readonly TimeSpan FirstDelay = TimeSpan.FromMilliseconds(50);
     private static readonly TimeSpan MaxDelay = TimeSpan.FromSeconds(1);
 
-    public static async Task<T> ReadAsync<T>(Func<CancellationToken, ValueTask<T>> call, ApiOptions options, CancellationToken requestAborted)
+    /// <summary>
+    /// Calls <paramref name="call"/> with <paramref name="state"/> until it answers, fails for a reason
+    /// other than the cluster's, or <see cref="ApiOptions.GrainRetryTimeout"/> runs out. A static lambda
+    /// and a state, rather than a closure: this is on every cached read's path.
+    /// </summary>
+    public static async Task<T> ReadAsync<TState, T>(
+        Func<TState, CancellationToken, ValueTask<T>> call, TState state, ApiOptions options, CancellationToken requestAborted)
     {
         var started = Stopwatch.GetTimestamp();
         var delay = FirstDelay;
         while (true)
         {
-            using var attempt = CancellationTokenSource.CreateLinkedTokenSource(requestAborted);
-            attempt.CancelAfter(options.GrainAttemptTimeout);
             try
             {
-                return await call(attempt.Token);
+                return await call(state, requestAborted);
             }
             catch (Exception e) when (IsTransient(e, requestAborted) && Stopwatch.GetElapsedTime(started) + delay < options.GrainRetryTimeout)
             {

@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Reflection;
 using System.Text.Json;
 using Microsoft.AspNetCore.Http.Metadata;
@@ -16,9 +17,29 @@ public sealed class SnapshotResult(Caller caller, ViewDefinition view, BoundPara
 {
     public int? StatusCode => StatusCodes.Status200OK;
 
-    /// <summary>A weak tag: equal data (and staleness) is the same answer even if it was reloaded since.</summary>
-    public static EntityTagHeaderValue ETagOf(DashboardSnapshot snapshot, bool stale) =>
-        new($"\"{snapshot.ContentHash}{(stale ? "-stale" : "")}\"", isWeak: true);
+    /// <summary>
+    /// Sets the answer's <c>ETag</c> (weak: equal data and staleness is the same answer even if it was
+    /// reloaded since) and <c>Cache-Control</c> (private, for <paramref name="maxAge"/>), and says whether
+    /// the request's <c>If-None-Match</c> already holds it, so the answer is <c>304</c>. Written as header
+    /// strings rather than through the typed headers: this runs on every cached read.
+    /// </summary>
+    public static bool SetCacheHeaders(HttpContext context, DashboardSnapshot snapshot, bool stale, TimeSpan maxAge)
+    {
+        var opaqueTag = stale ? $"\"{snapshot.ContentHash}-stale\"" : $"\"{snapshot.ContentHash}\"";
+        var headers = context.Response.Headers;
+        headers.ETag = "W/" + opaqueTag;
+        var seconds = Math.Max(0, (long)Math.Ceiling(maxAge.TotalSeconds));
+        headers.CacheControl = string.Create(CultureInfo.InvariantCulture, $"private, max-age={seconds}");
+
+        var ifNoneMatch = context.Request.Headers.IfNoneMatch;
+        if (ifNoneMatch.Count == 0 || !EntityTagHeaderValue.TryParseList(ifNoneMatch, out var tags))
+        {
+            return false;
+        }
+
+        // Weak comparison (RFC 9110 13.1.2): the opaque tags match, whether either is weak or not.
+        return tags.Any(tag => tag.Equals(EntityTagHeaderValue.Any) || tag.Tag.Equals(opaqueTag, StringComparison.Ordinal));
+    }
 
     public async Task ExecuteAsync(HttpContext httpContext)
     {

@@ -11,8 +11,6 @@ public sealed partial record Caller(long SiteId, string Role, long UserId)
     public const string RoleClaim = "role";
     public const string UserClaim = "sub";
 
-    public string GrainKey => DashboardScope.UserKey(SiteId, Role, UserId);
-
     /// <summary>Reads the caller from validated claims; says which claim is missing or malformed.</summary>
     public static bool TryFrom(ClaimsPrincipal principal, out Caller caller, out string error)
     {

@@ -26,6 +26,7 @@ public static class AuthenticationExtensions
     private static void Configure(JwtBearerOptions jwt, AuthOptions auth)
     {
         jwt.MapInboundClaims = false; // keep 'sub', 'site' and 'role' as the token names them
+        jwt.SaveToken = false; // nothing reads the raw token back (GetTokenAsync): do not copy it into every request's properties
         jwt.TokenValidationParameters = new TokenValidationParameters
         {
             ValidIssuer = auth.Issuer,
