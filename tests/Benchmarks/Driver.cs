@@ -181,13 +181,15 @@ public sealed partial class BenchRun : IAsyncDisposable
             throw new InvalidOperationException($"The database has {Clients.Count} clients; the benchmark needs {needed} (generate more users).");
         }
 
-        var auth = new AuthOptions { SigningKey = _env.SigningKey, Issuer = _env.Issuer, Audience = _env.Audience };
-        var now = DateTimeOffset.UtcNow;
-        Tokens = [.. Clients.Select(c => TokenIssuer.Issue(auth, c, TimeSpan.FromHours(3), now))];
+        Tokens = [.. Clients.Select(TokenFor)];
         File.WriteAllLines(HotTokensPath, Tokens.Take(1));
         File.WriteAllLines(ManyTokensPath, Tokens.Take(_env.HitKeys));
         _nextStampedeUser = _env.HitKeys;
     }
+
+    /// <summary>A token the hosts accept for <paramref name="caller"/>, valid for longer than any run.</summary>
+    public string TokenFor(Caller caller) =>
+        TokenIssuer.Issue(new AuthOptions { SigningKey = _env.SigningKey, Issuer = _env.Issuer, Audience = _env.Audience }, caller, TimeSpan.FromHours(3));
 
     public string HotTokensPath => Path.Combine(_env.WorkFolder, "tokens-hot.txt");
 
