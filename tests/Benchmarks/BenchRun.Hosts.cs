@@ -7,7 +7,7 @@ public sealed record HttpHost(string Name, Uri Url, ChildProcess Process);
 
 public sealed partial class BenchRun
 {
-    private readonly string _clusterId = $"bench-{DateTimeOffset.UtcNow.ToUnixTimeSeconds()}-{Environment.ProcessId}";
+    private string _clusterId = NewClusterId();
     private readonly List<int> _gatewayPorts = [];
     private readonly List<HttpHost> _webHosts = [];
     private readonly List<HttpHost> _benchClients = [];
@@ -44,7 +44,7 @@ public sealed partial class BenchRun
 
     /// <summary>
     /// A benchmark host with its in-process silo as <see cref="CoHostedAsync"/> starts it, but of the caller's own
-    /// (named <paramref name="name"/>, <paramref name="overrides"/> on top of its environment); stop it with <see cref="StopHostAsync"/>.
+    /// (named <paramref name="name"/>, <paramref name="overrides"/> on top of its environment); stop it with <see cref="StopAllHostsAsync"/>.
     /// </summary>
     public Task<HttpHost> StartCoHostedAsync(string name, IReadOnlyDictionary<string, string> overrides)
     {
@@ -108,7 +108,7 @@ public sealed partial class BenchRun
     }
 
     /// <summary>Stops one host this run started, and drops its HTTP client (a later host may reuse the name on another port).</summary>
-    public async Task StopHostAsync(HttpHost host)
+    private async Task StopHostAsync(HttpHost host)
     {
         _processes.Remove(host.Process);
         await host.Process.DisposeAsync();
@@ -135,7 +135,11 @@ public sealed partial class BenchRun
         _webHosts.Clear();
         _benchClients.Clear();
         _gatewayPorts.Clear();
+        // A cluster started after this is a new one: snapshots the stopped one stored must not answer its reads.
+        _clusterId = NewClusterId();
     }
+
+    private static string NewClusterId() => $"bench-{DateTimeOffset.UtcNow.ToUnixTimeMilliseconds()}-{Environment.ProcessId}";
 
     public HttpClient ClientFor(HttpHost host)
     {
