@@ -37,9 +37,9 @@ public sealed partial class BenchRun
     /// <summary>
     /// A steady write load (orders inserted at a fixed rate over many clients) while the open dashboards poll,
     /// co-hosted with the change feed on, the same with TTL refreshes only, and the two-silo cluster with the
-    /// feed on, each round on hosts of its own:
-    /// write-to-visible latency (client-stats of probed writes, admin-overview of every write) and the loads
-    /// PostgreSQL ran per second (pg_stat_statements), next to the write rate achieved.
+    /// feed on, each round on hosts of its own. Reports write-to-visible latency (client-stats of probed writes,
+    /// admin-overview of every write) and the loads PostgreSQL ran per second (pg_stat_statements), next to
+    /// the write rate achieved.
     /// </summary>
     public async Task FreshAsync()
     {
@@ -138,8 +138,8 @@ public sealed partial class BenchRun
 
         var (writes, writeSeconds, probes) = await writer;
         tail.CancelAfter(VisibleWithin);
-        // Loads over the writing window, read as it ends: the window's first 250 ms (debounce) miss the reloads
-        // its last 250 ms cause, so loads per second are those of a steady state.
+        // Loads over the writing window, read as it ends. Reloads trail their writes by the debounce (250 ms),
+        // so the window holds those of all but its last quarter second of writes: under 1 % short of a steady state.
         var loads = new Dictionary<string, long>();
         foreach (var view in Catalog.Views)
         {
