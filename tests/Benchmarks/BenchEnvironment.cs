@@ -45,6 +45,21 @@ public sealed class BenchEnvironment
 
     public int RefreshTtlSeconds { get; init; } = 10;
 
+    /// <summary>Seconds of steady writes per round of the fresh scenario (BENCH_FRESH_SECONDS).</summary>
+    public int FreshSeconds { get; init; } = 30;
+
+    /// <summary>Orders inserted per second (BENCH_FRESH_WRITES_PER_SECOND; the 200).</summary>
+    public int FreshWritesPerSecond { get; init; } = 200;
+
+    /// <summary>The clients the orders are spread over, the first in id order (BENCH_FRESH_CLIENTS; the 1,000).</summary>
+    public int FreshClients { get; init; } = 1_000;
+
+    /// <summary>How many of those clients (the first) have their dashboard open and polling (BENCH_FRESH_READERS; all of them by default).</summary>
+    public int FreshReaders { get; init; } = 1_000;
+
+    /// <summary>Writes per second whose client's dashboard is polled until it shows them (BENCH_FRESH_PROBES_PER_SECOND).</summary>
+    public int FreshProbesPerSecond { get; init; } = 5;
+
     public static BenchEnvironment FromEnvironment()
     {
         var bin = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar)); // .../bin/Release/net10.0
@@ -58,6 +73,7 @@ public sealed class BenchEnvironment
             ? w
             : Path.Combine(Path.GetTempPath(), $"statscache-bench-{Environment.ProcessId}");
         Directory.CreateDirectory(work);
+        var freshClients = Int("BENCH_FRESH_CLIENTS", 1_000);
         return new BenchEnvironment
         {
             Repository = repository?.FullName ?? throw new InvalidOperationException("StatsCache.slnx not found above " + bin.FullName),
@@ -71,6 +87,11 @@ public sealed class BenchEnvironment
             HitRounds = Int("BENCH_HIT_ROUNDS", 5),
             RefreshEntries = Int("BENCH_REFRESH_ENTRIES", 100_000),
             RefreshTtlSeconds = Int("BENCH_REFRESH_TTL_SECONDS", 10),
+            FreshSeconds = Int("BENCH_FRESH_SECONDS", 30),
+            FreshWritesPerSecond = Int("BENCH_FRESH_WRITES_PER_SECOND", 200),
+            FreshClients = freshClients,
+            FreshReaders = Int("BENCH_FRESH_READERS", freshClients),
+            FreshProbesPerSecond = Int("BENCH_FRESH_PROBES_PER_SECOND", 5),
         };
     }
 

@@ -7,7 +7,7 @@ public sealed record HttpHost(string Name, Uri Url, ChildProcess Process);
 
 public sealed partial class BenchRun
 {
-    private readonly string _clusterId = $"bench-{DateTimeOffset.UtcNow.ToUnixTimeSeconds()}-{Environment.ProcessId}";
+    private string _clusterId = NewClusterId();
     private readonly List<int> _gatewayPorts = [];
     private readonly List<HttpHost> _webHosts = [];
     private readonly List<HttpHost> _benchClients = [];
@@ -40,19 +40,24 @@ public sealed partial class BenchRun
     }
 
     /// <summary>The benchmark host with its in-process silo (StatsCache as shipped by default) and the contenders.</summary>
-    public async Task<HttpHost> CoHostedAsync()
-    {
-        if (_coHosted is not null)
-        {
-            return _coHosted;
-        }
+    public async Task<HttpHost> CoHostedAsync() => _coHosted ??= await StartCoHostedAsync("bench-host", new Dictionary<string, string>());
 
+    /// <summary>
+    /// A benchmark host with its in-process silo as <see cref="CoHostedAsync"/> starts it, but of the caller's own
+    /// (named <paramref name="name"/>, <paramref name="overrides"/> on top of its environment); stop it with <see cref="StopAllHostsAsync"/>.
+    /// </summary>
+    public Task<HttpHost> StartCoHostedAsync(string name, IReadOnlyDictionary<string, string> overrides)
+    {
         var environment = CommonEnvironment();
         environment["Orleans__Mode"] = "CoHosted";
         environment["Orleans__SiloPort"] = Port();
         environment["Orleans__GatewayPort"] = Port();
-        _coHosted = await StartHttpHostAsync("bench-host", _env.SelfDll, ["serve"], environment);
-        return _coHosted;
+        foreach (var (key, value) in overrides)
+        {
+            environment[key] = value;
+        }
+
+        return StartHttpHostAsync(name, _env.SelfDll, ["serve"], environment);
     }
 
     /// <summary>
@@ -95,15 +100,46 @@ public sealed partial class BenchRun
     {
         foreach (var host in _webHosts.Skip(1).Concat(_benchClients).ToList())
         {
-            _processes.Remove(host.Process);
-            await host.Process.DisposeAsync();
-            _clients.Remove(host.Name, out var client);
-            client?.Dispose();
+            await StopHostAsync(host);
         }
 
         _webHosts.RemoveRange(1, Math.Max(0, _webHosts.Count - 1));
         _benchClients.Clear();
     }
+
+    /// <summary>Stops one host this run started, and drops its HTTP client (a later host may reuse the name on another port).</summary>
+    private async Task StopHostAsync(HttpHost host)
+    {
+        _processes.Remove(host.Process);
+        await host.Process.DisposeAsync();
+        _clients.Remove(host.Name, out var client);
+        client?.Dispose();
+    }
+
+    /// <summary>Stops every host and silo this run started (hosts first, then the silos they are clients of), so the next scenario has the cores to itself.</summary>
+    public async Task StopAllHostsAsync()
+    {
+        for (var i = _processes.Count - 1; i >= 0; i--)
+        {
+            await _processes[i].DisposeAsync();
+        }
+
+        foreach (var client in _clients.Values)
+        {
+            client.Dispose();
+        }
+
+        _processes.Clear();
+        _clients.Clear();
+        _coHosted = null;
+        _webHosts.Clear();
+        _benchClients.Clear();
+        _gatewayPorts.Clear();
+        // A cluster started after this is a new one: snapshots the stopped one stored must not answer its reads.
+        _clusterId = NewClusterId();
+    }
+
+    private static string NewClusterId() => $"bench-{DateTimeOffset.UtcNow.ToUnixTimeMilliseconds()}-{Environment.ProcessId}";
 
     public HttpClient ClientFor(HttpHost host)
     {

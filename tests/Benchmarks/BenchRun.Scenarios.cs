@@ -137,10 +137,7 @@ public sealed partial class BenchRun
         }));
 
         var before = await CountersAsync(hosts, counter);
-        await using (var reset = _db.CreateCommand("select pg_stat_statements_reset()"))
-        {
-            await reset.ExecuteNonQueryAsync();
-        }
+        await ResetDatabaseLoadsAsync();
 
         var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var calls = Enumerable.Range(0, requests).Select(async i =>
@@ -159,6 +156,13 @@ public sealed partial class BenchRun
         var databaseLoads = await DatabaseLoadsAsync(view);
         var after = await CountersAsync(hosts, counter);
         return (databaseLoads, after - before, statuses.Count(s => s != HttpStatusCode.OK), elapsed);
+    }
+
+    /// <summary>Starts counting <see cref="DatabaseLoadsAsync"/> from zero (pg_stat_statements forgets every statement).</summary>
+    private async Task ResetDatabaseLoadsAsync()
+    {
+        await using var reset = _db.CreateCommand("select pg_stat_statements_reset()");
+        await reset.ExecuteNonQueryAsync();
     }
 
     /// <summary>
