@@ -329,16 +329,7 @@ public sealed partial class BenchRun
     public async Task RefreshAsync()
     {
         // The hosts of the other scenarios would share the cores with the silo's timers: stop them first.
-        for (var i = _processes.Count - 1; i >= 0; i--)
-        {
-            await _processes[i].DisposeAsync();
-        }
-
-        _processes.Clear();
-        _coHosted = null;
-        _webHosts.Clear();
-        _benchClients.Clear();
-        _gatewayPorts.Clear();
+        await StopAllHostsAsync();
 
         var environment = CommonEnvironment();
         environment["StatsCache__CatalogPath"] = RefreshCatalogPath;
