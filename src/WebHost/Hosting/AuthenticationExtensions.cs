@@ -43,7 +43,11 @@ public static class AuthenticationExtensions
         {
             OnTokenValidated = context =>
             {
-                if (!Caller.TryFrom(context.Principal!, out _, out var error))
+                if (Caller.TryFrom(context.Principal!, out var caller, out var error))
+                {
+                    context.HttpContext.Features.Set(caller); // read once per request (DashboardApi)
+                }
+                else
                 {
                     context.Fail(error);
                 }
