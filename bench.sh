@@ -6,7 +6,7 @@
 # Builds Release, starts a throwaway PostgreSQL with pg_stat_statements, generates 1,000,000 orders over
 # 20 sites (BENCH_ORDERS, BENCH_SITES, BENCH_USERS change that), runs tests/Benchmarks' driver, prints the
 # table (goal / measured / met) and stops everything it started. Speed is reported, never asserted.
-# Knobs: BENCH_HIT_SECONDS (10), BENCH_REFRESH_ENTRIES (100000), BENCH_REFRESH_TTL_SECONDS (10),
+# Knobs: BENCH_HIT_SECONDS (10), BENCH_HIT_ROUNDS (5), BENCH_REFRESH_ENTRIES (100000), BENCH_REFRESH_TTL_SECONDS (10),
 # BENCH_FRESH_SECONDS (30), BENCH_FRESH_WRITES_PER_SECOND (200), BENCH_FRESH_CLIENTS (1000),
 # BENCH_FRESH_READERS (all the clients), BENCH_FRESH_PROBES_PER_SECOND (5).
 set -euo pipefail
