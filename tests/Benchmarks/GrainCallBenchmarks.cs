@@ -10,7 +10,7 @@ namespace StatsCache.Benchmarks;
 /// <summary>
 /// A cached read's grain call from a co-hosted web host, the part FusionCache does not have: with no
 /// token, with a cancellable token (what the API passes), and through <c>GrainCalls.ReadAsync</c>
-/// (per-attempt timeout and retries) as the API makes it. One hot grain, or 1,000 grains in turn.
+/// (retries while the cluster heals) as the API makes it. One hot grain, or 1,000 grains in turn.
 /// </summary>
 [MemoryDiagnoser]
 public class GrainCallBenchmarks
