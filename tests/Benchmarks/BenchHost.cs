@@ -56,6 +56,9 @@ public sealed class BenchCounters : IDisposable
     public const string NoCacheLoads = "nocache.loads";
     public const string FusionLoads = "fusion.loads";
 
+    /// <summary>Bytes this process has allocated since it started (<see cref="GC.GetTotalAllocatedBytes"/>): a hit's cost in garbage.</summary>
+    public const string AllocatedBytes = "process.allocated_bytes";
+
     private readonly MeterListener _listener = new();
     private readonly Dictionary<string, long> _totals = new(StringComparer.Ordinal)
     {
@@ -90,7 +93,7 @@ public sealed class BenchCounters : IDisposable
     {
         lock (_totals)
         {
-            return new Dictionary<string, long>(_totals, StringComparer.Ordinal);
+            return new Dictionary<string, long>(_totals, StringComparer.Ordinal) { [AllocatedBytes] = GC.GetTotalAllocatedBytes() };
         }
     }
 

@@ -227,7 +227,15 @@ public sealed partial class BenchRun
             {
                 foreach (var (name, host, path, _) in contenders)
                 {
-                    rounds[name].Add(await WrkAsync(host, path, tokenFile, Math.Max(1, _env.HitSeconds / _env.HitRounds)));
+                    // The benchmark host counts the bytes it allocates (the co-hosted silo's included); the web host does not.
+                    var allocatedBefore = host == coHosted ? await CountersAsync([host], BenchCounters.AllocatedBytes) : null;
+                    var slice = await WrkAsync(host, path, tokenFile, Math.Max(1, _env.HitSeconds / _env.HitRounds));
+                    if (allocatedBefore is { } before)
+                    {
+                        slice = slice with { AllocatedBytes = await CountersAsync([host], BenchCounters.AllocatedBytes) - before };
+                    }
+
+                    rounds[name].Add(slice);
                 }
             }
 
@@ -237,7 +245,9 @@ public sealed partial class BenchRun
                 var result = WrkResult.Combine(rounds[name]);
                 results[name] = result;
                 _report.Add(new ReportRow("hit", $"{keySet}: {name} req/s, p50, p99", name.StartsWith("StatsCache", StringComparison.Ordinal) ? "p99 < 10 ms" : "—",
-                    $"{result.RequestsPerSecond:N0} req/s, {result.P50Ms:F2} / {result.P99Ms:F2} ms{(result.Errors > 0 ? $", {result.Errors} errors" : "")}",
+                    $"{result.RequestsPerSecond:N0} req/s, {result.P50Ms:F2} / {result.P99Ms:F2} ms"
+                    + (result.BytesPerRequest is { } bytes ? $", {bytes:N0} B allocated per request" : "")
+                    + (result.Errors > 0 ? $", {result.Errors} errors" : ""),
                     name.StartsWith("StatsCache", StringComparison.Ordinal) ? result.P99Ms < 10 && result.Errors == 0 : null, result.RequestsPerSecond));
                 details.Add(new JsonObject
                 {
@@ -249,6 +259,7 @@ public sealed partial class BenchRun
                     ["maxMs"] = Math.Round(result.MaxMs, 3),
                     ["errors"] = result.Errors,
                     ["requests"] = result.Requests,
+                    ["allocatedBytesPerRequest"] = result.BytesPerRequest is { } perRequest ? Math.Round(perRequest) : null,
                 });
             }
 
@@ -282,9 +293,11 @@ public sealed partial class BenchRun
         });
     }
 
-    private sealed record WrkResult(long Requests, double Seconds, double P50Ms, double P99Ms, double MaxMs, long Errors)
+    private sealed record WrkResult(long Requests, double Seconds, double P50Ms, double P99Ms, double MaxMs, long Errors, long? AllocatedBytes = null)
     {
         public double RequestsPerSecond => Requests / Seconds;
+
+        public double? BytesPerRequest => AllocatedBytes / (double)Requests;
 
         /// <summary>One contender's slices as one result: requests over time, the median slice's p50 and p99, the slowest request.</summary>
         public static WrkResult Combine(IReadOnlyList<WrkResult> slices) => new(
@@ -293,7 +306,8 @@ public sealed partial class BenchRun
             Percentile([.. slices.Select(r => r.P50Ms)], 50),
             Percentile([.. slices.Select(r => r.P99Ms)], 50),
             slices.Max(r => r.MaxMs),
-            slices.Sum(r => r.Errors));
+            slices.Sum(r => r.Errors),
+            slices.Any(r => r.AllocatedBytes is null) ? null : slices.Sum(r => r.AllocatedBytes));
     }
 
     private async Task<WrkResult> WrkAsync(HttpHost host, string path, string tokenFile, int seconds)
