@@ -28,8 +28,9 @@ public sealed class DashboardCacheOptions
     public int IdleTtlMultiple { get; set; } = 3;
 
     /// <summary>
-    /// Each refresh comes up to this fraction of the TTL early, so entries do not refresh in step (an
-    /// entry's first refresh comes at a random point of its first TTL, which spreads entries read together).
+    /// Each refresh comes up to this fraction of the TTL early, so entries do not refresh in step (the
+    /// refresh after an entry's first load, a retry or a reload for a change comes at a random point of the
+    /// TTL instead, which spreads entries loaded together).
     /// </summary>
     [Range(0.0, 0.5)]
     public double RefreshJitter { get; set; } = 0.1;

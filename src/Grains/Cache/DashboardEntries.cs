@@ -64,6 +64,7 @@ internal sealed partial class DashboardEntries(
                 continue;
             }
 
+            entry.OffSchedule = true;
             if (entry.InFlight is not null)
             {
                 entry.ChangedDuringLoad = true;
@@ -192,13 +193,14 @@ internal sealed partial class DashboardEntries(
         var startedAt = time.GetUtcNow();
         var started = time.GetTimestamp();
         entry.ChangedDuringLoad = false; // this load sees every change committed before it started
+        var offSchedule = entry.OffSchedule;
+        entry.OffSchedule = false;
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(_lifetime.Token);
         timeout.CancelAfter(options.LoadTimeout);
         try
         {
             var data = await source.LoadAsync(entry.View, scope, entry.Parameters, timeout.Token).WaitAsync(timeout.Token);
 
-            var first = entry.AppliedGeneration == 0;
             // A load that started before the one already applied must not overwrite its newer numbers.
             if (generation > entry.AppliedGeneration)
             {
@@ -213,7 +215,7 @@ internal sealed partial class DashboardEntries(
             }
 
             metrics.Load(entry.View.Name, succeeded: true, time.GetElapsedTime(started));
-            Schedule(entry, entry.ChangedDuringLoad ? options.ChangeDebounceDuration : RefreshDelay(entry.View.Ttl, first));
+            Schedule(entry, entry.ChangedDuringLoad ? options.ChangeDebounceDuration : RefreshDelay(entry.View.Ttl, offSchedule));
         }
         catch (OperationCanceledException) when (_lifetime.IsCancellationRequested)
         {
@@ -223,6 +225,7 @@ internal sealed partial class DashboardEntries(
         {
             metrics.Load(entry.View.Name, succeeded: false, time.GetElapsedTime(started), DashboardMetrics.ErrorTypeOf(e));
             entry.Failures++;
+            entry.OffSchedule = true; // the retries of many entries end together when the source is back
             var retryIn = RetryDelay(entry.Failures);
             LogLoadFailed(logger, e, entry.View.Name, scope.SiteId, scope.Role, scope.UserId, entry.Failures, retryIn);
             Schedule(entry, retryIn);
@@ -299,19 +302,22 @@ internal sealed partial class DashboardEntries(
     }
 
     /// <summary>
-    /// When to refresh after a load: up to <see cref="DashboardCacheOptions.RefreshJitter"/> of the TTL
-    /// early, so data is never older than the TTL. After an entry's first load, at a random point of
-    /// the TTL's last <see cref="FirstRefreshSpread"/> instead: entries first read together (a morning's
-    /// logins, a restart) would otherwise refresh together every TTL, since a small jitter takes many
-    /// TTLs to spread them. The price is one early load per entry, on average 0.55 TTL after its first.
+    /// When to refresh after a load: after a regular refresh, up to
+    /// <see cref="DashboardCacheOptions.RefreshJitter"/> of the TTL early, so data is never older than the
+    /// TTL. After an off-schedule load (an entry's first, a retry, a reload for a change), at a random
+    /// point of the TTL's last <see cref="OffScheduleSpread"/> instead: such loads come in herds (a
+    /// morning's logins, a restart, the end of a database outage, the change feed's refresh-all after a
+    /// reconnect), and a herd would otherwise come back every TTL, since a small jitter takes many TTLs
+    /// to spread it; a herd of refreshes slower than the jitter's margin also serves data older than the
+    /// TTL, marked stale. The price is one early load after each off-schedule one, on average 0.55 TTL after it.
     /// </summary>
-    private TimeSpan RefreshDelay(TimeSpan ttl, bool first) =>
-        ttl * (1 - (Random.Shared.NextDouble() * (first ? FirstRefreshSpread : options.RefreshJitter)));
+    private TimeSpan RefreshDelay(TimeSpan ttl, bool offSchedule) =>
+        ttl * (1 - (Random.Shared.NextDouble() * (offSchedule ? OffScheduleSpread : options.RefreshJitter)));
 
     // Spreading over the whole TTL would flatten a wave completely; 90% leaves about a tenth of it
     // (the first harmonic of a wave one TTL long, times sin(0.9π)/0.9π), and never refreshes an
-    // entry within a tenth of a TTL of its first load.
-    private const double FirstRefreshSpread = 0.9;
+    // entry within a tenth of a TTL of the load before.
+    private const double OffScheduleSpread = 0.9;
 
     // Exponential backoff with jitter in the upper half, capped.
     private TimeSpan RetryDelay(int failures)
@@ -368,5 +374,8 @@ internal sealed partial class DashboardEntries(
 
         /// <summary>A change was announced after the load in flight started: load once more after it.</summary>
         public bool ChangedDuringLoad { get; set; }
+
+        /// <summary>The next load is not a regular refresh (see <see cref="RefreshDelay"/>): the entry is new, failed, or changed.</summary>
+        public bool OffSchedule { get; set; } = true;
     }
 }
