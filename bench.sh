@@ -27,13 +27,7 @@ while [ $# -gt 0 ]; do
 done
 
 started=$SECONDS
-sudo=''
-[ "$(id -u)" -eq 0 ] || sudo='sudo'
-if ! command -v wrk >/dev/null; then
-  echo "Installing wrk (apt)"
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y wrk >/dev/null 2>&1 \
-    || { $sudo apt-get update >/dev/null && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y wrk >/dev/null; }
-fi
+ensure_packages wrk:wrk
 pg_ensure_installed
 
 work="$(mktemp -d /tmp/statscache-bench.XXXXXX)"

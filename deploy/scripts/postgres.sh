@@ -6,17 +6,11 @@
 # folder's parent directories must be traversable by that user; pg_start makes them so
 # (chmod o+x, the same access /tmp gives) — or choose a data folder under /tmp.
 
+source "$(dirname "${BASH_SOURCE[0]}")/packages.sh"
+
 # pg_ensure_installed: install PostgreSQL (apt) when no initdb is found; set PGBIN to the newest bin dir.
 pg_ensure_installed() {
-    if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
-        local sudo=''
-        if [ "$(id -u)" -ne 0 ]; then
-            command -v sudo >/dev/null || { echo "postgres.sh: PostgreSQL is missing and sudo is unavailable" >&2; return 1; }
-            sudo='sudo'
-        fi
-        $sudo apt-get update
-        $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql
-    fi
+    compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || ensure_packages /nonexistent/initdb:postgresql
     PGBIN="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
     export PGBIN
 }

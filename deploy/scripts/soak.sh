@@ -29,10 +29,7 @@ samples=$(( minutes * 60 / sample ))
 [ "$samples" -ge 4 ] || { echo "soak: --minutes must allow at least 4 samples of --sample-seconds" >&2; exit 2; }
 
 pg_ensure_installed
-if ! command -v wrk >/dev/null; then
-  sudo=''; [ "$(id -u)" -ne 0 ] && sudo='sudo'
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y wrk >/dev/null
-fi
+ensure_packages wrk:wrk
 
 work="$(mktemp -d /tmp/statscache-soak.XXXXXX)"
 pg_data="$work/pg"
