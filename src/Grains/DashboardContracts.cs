@@ -31,8 +31,12 @@ public interface IUserDashboardGrain : IGrainWithStringKey
 /// <summary>The site-scoped views of one site and role, keyed <c>"{site}/{role}"</c>; shared by its users.</summary>
 public interface ISiteDashboardGrain : IGrainWithStringKey
 {
-    /// <summary>Returns the current snapshot of a site-scoped view, loading it once if it is not cached; cancelling stops the wait.</summary>
-    ValueTask<DashboardResult> GetAsync(DashboardRequest request, CancellationToken cancellationToken = default);
+    /// <summary>
+    /// Returns the current snapshot of a site-scoped view, loading it once if it is not cached; cancelling stops the wait.
+    /// Without <paramref name="mayAddEntry"/> (the caller's budget of new entries is spent) a read of an entry not
+    /// cached is refused (<see cref="DashboardResult.Refused"/>).
+    /// </summary>
+    ValueTask<DashboardResult> GetAsync(DashboardRequest request, bool mayAddEntry, CancellationToken cancellationToken = default);
 
     /// <summary>The data behind these views (all, when empty) changed: reload the affected entries soon.</summary>
     [OneWay]
@@ -55,13 +59,17 @@ public sealed record DashboardSnapshot(
 
 /// <summary>
 /// The answer to a read: the snapshot, or none when nothing usable is cached (the caller answers 503),
-/// and how long until the grain refreshes (or retries) it.
+/// and how long until the grain refreshes (or retries) it. A <see cref="Refused"/> read would have added an
+/// entry (a load) past the caller's budget (the caller answers 429): <see cref="NextRefreshIn"/> is then how
+/// long until the budget allows one again. <see cref="AddedEntry"/>: this read added the entry it read.
 /// </summary>
 [GenerateSerializer, Immutable, Alias("statscache.DashboardResult")]
 public sealed record DashboardResult(
     [property: Id(0)] DashboardSnapshot? Snapshot,
     [property: Id(1)] bool Stale,
-    [property: Id(2)] TimeSpan NextRefreshIn);
+    [property: Id(2)] TimeSpan NextRefreshIn,
+    [property: Id(3)] bool Refused = false,
+    [property: Id(4)] bool AddedEntry = false);
 
 /// <summary>Whose numbers a view's SQL computes: bound as <c>@site_id</c>, <c>@role</c> and <c>@user_id</c>.</summary>
 public readonly record struct DashboardScope(long SiteId, string Role, long? UserId)

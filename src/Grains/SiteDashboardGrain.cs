@@ -49,7 +49,7 @@ public sealed class SiteDashboardGrain(
         return Task.CompletedTask;
     }
 
-    public ValueTask<DashboardResult> GetAsync(DashboardRequest request, CancellationToken cancellationToken = default)
+    public ValueTask<DashboardResult> GetAsync(DashboardRequest request, bool mayAddEntry, CancellationToken cancellationToken = default)
     {
         var view = cache.Catalog.Find(request.View) ?? throw new ArgumentException($"Unknown view '{request.View}'.", nameof(request));
         if (view.Scope != ViewScope.Site || !view.AllowsRole(_scope.Role))
@@ -57,6 +57,6 @@ public sealed class SiteDashboardGrain(
             throw new UnauthorizedAccessException($"View '{view.Name}' is not a site view for role '{_scope.Role}'.");
         }
 
-        return _entries.GetAsync(view, request, cancellationToken);
+        return _entries.GetAsync(view, request, mayAddEntry, cancellationToken);
     }
 }

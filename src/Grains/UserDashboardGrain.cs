@@ -23,6 +23,7 @@ public sealed class UserDashboardGrain(
 
     private DashboardScope _scope;
     private DashboardEntries _entries = null!;
+    private NewEntryBudget _budget = null!;
 
     public override Task OnActivateAsync(CancellationToken cancellationToken)
     {
@@ -33,6 +34,7 @@ public sealed class UserDashboardGrain(
         }
 
         _entries = cache.CreateEntries(this, store, _scope);
+        _budget = cache.CreateBudget();
         _entries.Restore();
         cache.Active.Add(_scope);
         return Task.CompletedTask;
@@ -50,7 +52,7 @@ public sealed class UserDashboardGrain(
         return Task.CompletedTask;
     }
 
-    public ValueTask<DashboardResult> GetAsync(DashboardRequest request, CancellationToken cancellationToken = default)
+    public async ValueTask<DashboardResult> GetAsync(DashboardRequest request, CancellationToken cancellationToken = default)
     {
         var view = cache.Catalog.Find(request.View) ?? throw new ArgumentException($"Unknown view '{request.View}'.", nameof(request));
         if (!view.AllowsRole(_scope.Role))
@@ -58,8 +60,17 @@ public sealed class UserDashboardGrain(
             throw new UnauthorizedAccessException($"View '{view.Name}' is not available to role '{_scope.Role}'.");
         }
 
-        return view.Scope == ViewScope.Site
-            ? grains.Site(_scope.SiteId, _scope.Role).GetAsync(request, cancellationToken)
-            : _entries.GetAsync(view, request, cancellationToken);
+        // Only where the entry would be (here, or the site's grain) is it known whether this read adds one, and
+        // so a load: take a token of the caller's budget for it first, and give it back when no entry was added.
+        var mayAddEntry = _budget.TryTake();
+        var result = view.Scope == ViewScope.Site
+            ? await grains.Site(_scope.SiteId, _scope.Role).GetAsync(request, mayAddEntry, cancellationToken)
+            : await _entries.GetAsync(view, request, mayAddEntry, cancellationToken);
+        if (mayAddEntry && !result.AddedEntry)
+        {
+            _budget.Return();
+        }
+
+        return result.Refused ? result with { NextRefreshIn = _budget.TimeToNextToken() } : result;
     }
 }

@@ -12,6 +12,7 @@ builder.AddStatsCacheAuthentication();
 builder.AddStatsCacheOrleans();
 builder.AddStatsCacheHealthChecks();
 builder.AddStatsCacheObservability();
+builder.AddStatsCacheRequestLimits();
 builder.AddDashboardApi();
 
 var app = builder.Build();
@@ -20,6 +21,7 @@ app.UseStatusCodePages();
 app.UseStatsCacheRequestMetrics();
 app.UseAuthentication();
 app.UseAuthorization();
+app.UseStatsCacheRequestLimits();
 app.MapStatsCacheHealthChecks();
 app.MapStatsCacheMetrics();
 app.MapStatsCacheOrleansDashboard();

@@ -16,6 +16,7 @@ public sealed class ClusterFixture : IAsyncLifetime
     public const string Idle = "idle";       // TTL 1 second, used only by the idle test
     public const string Shared = "shared";   // site-scoped, admin
     public const string Ranged = "ranged";   // TTL 5 minutes, parameter days 1..365 (default 30)
+    public const string SharedRanged = "shared-ranged"; // site-scoped, admin, TTL 5 minutes, days 1..365 (default 30)
 
     private static readonly string CatalogJson = $$"""
         {
@@ -30,12 +31,23 @@ public sealed class ClusterFixture : IAsyncLifetime
               "queries": [ { "name": "q", "shape": "row", "sql": "select @site_id" } ] },
             { "name": "{{Ranged}}", "roles": ["client"], "scope": "user", "ttl": "00:05:00",
               "parameters": [ { "name": "days", "type": "int", "default": 30, "min": 1, "max": 365 } ],
+              "queries": [ { "name": "q", "shape": "rows", "sql": "select @days" } ] },
+            { "name": "{{SharedRanged}}", "roles": ["admin"], "scope": "site", "ttl": "00:05:00",
+              "parameters": [ { "name": "days", "type": "int", "default": 30, "min": 1, "max": 365 } ],
               "queries": [ { "name": "q", "shape": "rows", "sql": "select @days" } ] }
           ]
         }
         """;
 
     public static readonly TimeSpan ChangeDebounce = TimeSpan.FromMilliseconds(100);
+
+    // Long enough that a test's reads right after a load stay within it on a busy machine, short enough to wait out.
+    public static readonly TimeSpan MinRefreshInterval = TimeSpan.FromSeconds(2);
+
+    // A caller may add this many entries at once; the budget then fills so slowly (one every 100 s) that no
+    // token comes back during a test.
+    public const int NewEntryBurst = 5;
+    public const double NewEntriesPerSecond = 0.01;
 
     private static long s_nextSite = 1000;
 
@@ -73,6 +85,9 @@ public sealed class ClusterFixture : IAsyncLifetime
                 o.MaxEntriesPerGrain = 3;
                 o.LoadTimeout = TimeSpan.FromSeconds(20);
                 o.ChangeDebounceDuration = ChangeDebounce;
+                o.MinRefreshInterval = MinRefreshInterval;
+                o.NewEntryBurst = NewEntryBurst;
+                o.NewEntriesPerSecond = NewEntriesPerSecond;
             });
         });
         _cluster = builder.Build();

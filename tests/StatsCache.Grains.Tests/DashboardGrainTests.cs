@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Text.Json;
 using Microsoft.Extensions.DependencyInjection;
 using Orleans.Metadata;
@@ -124,11 +125,113 @@ public sealed class DashboardGrainTests(ClusterFixture fixture)
         Assert.Equal(1, LoadNumber(await cold));
         Assert.Equal(1, LoadNumber(await refresh));
         Assert.Equal(1, _source.Loads(site));
-
-        // Once nothing is in flight, a refresh does reload.
-        var forced = await ReadAsync(site, "client", 1, ClusterFixture.Slow, refresh: true);
-        Assert.Equal(2, LoadNumber(forced));
         _source.Unblock(site);
+    }
+
+    [Fact]
+    public async Task RefreshWithinTheFloorStartsNoLoadAndAfterItAHundredConcurrentRefreshesRunOne()
+    {
+        var site = ClusterFixture.NewSite();
+        var floorBefore = fixture.Metrics.Total("statscache.refreshes", ClusterFixture.Slow, "floor");
+        await ReadAsync(site, "client", 1, ClusterFixture.Slow);
+        var sinceLoad = Stopwatch.StartNew();
+
+        var within = await Task.WhenAll(Enumerable.Range(0, 100).Select(_ => ReadAsync(site, "client", 1, ClusterFixture.Slow, refresh: true)));
+        Assert.True(sinceLoad.Elapsed < ClusterFixture.MinRefreshInterval, "The refreshes took longer than the floor; this test cannot tell.");
+        Assert.All(within, r => Assert.Equal(1, LoadNumber(r)));
+        Assert.Equal(1, _source.Loads(site));
+        Assert.Equal(floorBefore + 100, fixture.Metrics.Total("statscache.refreshes", ClusterFixture.Slow, "floor"));
+
+        // Past the floor, the first refresh starts a load (held here) and the other 99 join it.
+        var gate = _source.Block(site);
+        var loadsStarted = _source.WaitForLoadsAsync(site, 2, Timeout);
+        Task<DashboardResult> first;
+        while (true)
+        {
+            first = ReadAsync(site, "client", 1, ClusterFixture.Slow, refresh: true);
+            if (await Task.WhenAny(first, loadsStarted) == loadsStarted)
+            {
+                break;
+            }
+
+            Assert.Equal(1, LoadNumber(await first)); // still within the floor
+            Assert.True(sinceLoad.Elapsed < Timeout, "No refresh started a load after the floor.");
+            await Task.Delay(TimeSpan.FromMilliseconds(50));
+        }
+
+        Assert.True(sinceLoad.Elapsed >= ClusterFixture.MinRefreshInterval);
+        var joinedBefore = fixture.Metrics.Total("statscache.refreshes", ClusterFixture.Slow, "joined");
+        var others = Enumerable.Range(0, 99).Select(_ => ReadAsync(site, "client", 1, ClusterFixture.Slow, refresh: true)).ToList();
+        await fixture.Metrics.WaitForAsync("statscache.refreshes", ClusterFixture.Slow, joinedBefore + 99, "joined");
+        gate.SetResult();
+
+        Assert.All(await Task.WhenAll([first, .. others]), r => Assert.Equal(2, LoadNumber(r)));
+        Assert.Equal(2, _source.Loads(site));
+        _source.Unblock(site);
+    }
+
+    [Fact]
+    public async Task RefreshFloorOfASiteViewHoldsAcrossItsAdmins()
+    {
+        var site = ClusterFixture.NewSite();
+        await ReadAsync(site, "admin", 1, ClusterFixture.Shared);
+        var sinceLoad = Stopwatch.StartNew();
+
+        var others = await Task.WhenAll(Enumerable.Range(2, 50).Select(admin => ReadAsync(site, "admin", admin, ClusterFixture.Shared, refresh: true)));
+        Assert.True(sinceLoad.Elapsed < ClusterFixture.MinRefreshInterval, "The refreshes took longer than the floor; this test cannot tell.");
+        Assert.All(others, r => Assert.Equal(1, LoadNumber(r)));
+        Assert.Equal(1, _source.Loads(site));
+    }
+
+    [Fact]
+    public async Task CallerPastItsBudgetOfNewEntriesIsRefusedWhileItsCachedEntriesAndOtherCallersAreServed()
+    {
+        var site = ClusterFixture.NewSite();
+        for (var days = 1; days < ClusterFixture.NewEntryBurst; days++)
+        {
+            Assert.True((await ReadAsync(site, "client", 1, ClusterFixture.Ranged, Days(ClusterFixture.Ranged, days))).AddedEntry);
+        }
+
+        // Reads of cached entries take nothing from the budget: the last token is still there after them.
+        for (var i = 0; i < 10; i++)
+        {
+            var cached = await ReadAsync(site, "client", 1, ClusterFixture.Ranged, Days(ClusterFixture.Ranged, ClusterFixture.NewEntryBurst - 1), refresh: i == 0);
+            Assert.False(cached.AddedEntry || cached.Refused);
+        }
+
+        Assert.NotNull((await ReadAsync(site, "client", 1, ClusterFixture.Ranged, Days(ClusterFixture.Ranged, ClusterFixture.NewEntryBurst))).Snapshot);
+        Assert.Equal(ClusterFixture.NewEntryBurst, _source.Loads(site));
+
+        var refused = await ReadAsync(site, "client", 1, ClusterFixture.Ranged, Days(ClusterFixture.Ranged, 100));
+        Assert.True(refused.Refused);
+        Assert.Null(refused.Snapshot);
+        Assert.InRange(refused.NextRefreshIn, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1 / ClusterFixture.NewEntriesPerSecond));
+        Assert.Equal(ClusterFixture.NewEntryBurst, _source.Loads(site));
+
+        // Its cached entries still answer, and another user of the site adds the entry it was refused.
+        Assert.NotNull((await ReadAsync(site, "client", 1, ClusterFixture.Ranged, Days(ClusterFixture.Ranged, ClusterFixture.NewEntryBurst))).Snapshot);
+        Assert.NotNull((await ReadAsync(site, "client", 2, ClusterFixture.Ranged, Days(ClusterFixture.Ranged, 100))).Snapshot);
+        Assert.Equal(ClusterFixture.NewEntryBurst + 1, _source.Loads(site));
+    }
+
+    [Fact]
+    public async Task BudgetOfNewEntriesHoldsForSiteViewsWhoseCachedEntriesAnswerEveryAdmin()
+    {
+        var site = ClusterFixture.NewSite();
+        for (var days = 1; days <= ClusterFixture.NewEntryBurst; days++)
+        {
+            Assert.NotNull((await ReadAsync(site, "admin", 1, ClusterFixture.SharedRanged, Days(ClusterFixture.SharedRanged, days))).Snapshot);
+        }
+
+        Assert.True((await ReadAsync(site, "admin", 1, ClusterFixture.SharedRanged, Days(ClusterFixture.SharedRanged, 100))).Refused);
+        Assert.Equal(ClusterFixture.NewEntryBurst, _source.Loads(site));
+
+        // Another admin adds it; then the first admin's read of it is a read of a cached entry, never refused.
+        Assert.NotNull((await ReadAsync(site, "admin", 2, ClusterFixture.SharedRanged, Days(ClusterFixture.SharedRanged, 100))).Snapshot);
+        var cached = await ReadAsync(site, "admin", 1, ClusterFixture.SharedRanged, Days(ClusterFixture.SharedRanged, 100));
+        Assert.False(cached.Refused);
+        Assert.NotNull(cached.Snapshot);
+        Assert.Equal(ClusterFixture.NewEntryBurst + 1, _source.Loads(site));
     }
 
     [Fact]
@@ -206,8 +309,7 @@ public sealed class DashboardGrainTests(ClusterFixture fixture)
     public async Task EachParameterCombinationIsItsOwnEntryUpToTheCap()
     {
         var site = ClusterFixture.NewSite();
-        var view = ClusterFixture.Catalog.Find(ClusterFixture.Ranged)!;
-        string Key(int days) => view.TryBind(new Dictionary<string, string> { ["days"] = $"{days}" }, out var b, out _) ? b.Key : throw new InvalidOperationException();
+        string Key(int days) => Days(ClusterFixture.Ranged, days);
 
         await ReadAsync(site, "client", 1, ClusterFixture.Ranged, Key(1));
         await ReadAsync(site, "client", 1, ClusterFixture.Ranged, Key(2));
@@ -365,6 +467,11 @@ public sealed class DashboardGrainTests(ClusterFixture fixture)
         Assert.Equal(1, _source.Loads(site));
         Assert.Equal(first.Snapshot!.AsOf, second.Snapshot!.AsOf);
     }
+
+    private static string Days(string view, int days) =>
+        ClusterFixture.Catalog.Find(view)!.TryBind(new Dictionary<string, string> { ["days"] = $"{days}" }, out var bound, out var error)
+            ? bound.Key
+            : throw new InvalidOperationException(error);
 
     private IUserDashboardGrain Grain(long site, long user) =>
         fixture.Client.GetGrain<IUserDashboardGrain>(DashboardScope.UserKey(site, "client", user));

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Net;
 using System.Net.Http.Headers;
 using System.Net.Http.Json;
@@ -183,12 +184,14 @@ public sealed class DashboardHttpTests(TestDatabase db, StatsCacheFactory factor
         var client = await db.NewUserAsync(site, "client");
         var http = factory.ClientFor(site, "client", client);
         var before = await http.GetFromJsonAsync<JsonElement>("/api/dashboards/client-stats");
+        var sinceLoad = Stopwatch.StartNew();
         Assert.Equal(0, before.GetProperty("data").GetProperty("summary").GetProperty("total_orders").GetInt64());
 
         await InsertOrderAsync(site, client, 5m);
         var cached = await http.GetFromJsonAsync<JsonElement>("/api/dashboards/client-stats");
         Assert.Equal(0, cached.GetProperty("data").GetProperty("summary").GetProperty("total_orders").GetInt64());
 
+        await StatsCacheFactory.WaitOutRefreshFloorAsync(sinceLoad);
         var refreshed = await http.GetFromJsonAsync<JsonElement>("/api/dashboards/client-stats?refresh=true");
         Assert.Equal(1, refreshed.GetProperty("data").GetProperty("summary").GetProperty("total_orders").GetInt64());
     }

@@ -226,9 +226,11 @@ public sealed class FaultTests(ThrowawayPostgres pg, ITestOutputHelper output) :
         var http = web.ClientFor(1, "client", 8);
 
         var first = await GetAsync(http, "/api/dashboards/fault-slow");
+        var sinceLoad = Stopwatch.StartNew();
         Assert.Equal((HttpStatusCode.OK, false), (first.Status, first.Stale));
 
         await pg.ExecuteAsync("update fault_flag set slow = true");
+        await StatsCacheFactory.WaitOutRefreshFloorAsync(sinceLoad);
         var clock = Stopwatch.StartNew();
         var refresh = GetAsync(http, "/api/dashboards/fault-slow?refresh=true");
 
@@ -239,6 +241,7 @@ public sealed class FaultTests(ThrowawayPostgres pg, ITestOutputHelper output) :
         // ...until the load timeout: the caller gets the last snapshot, stale, and the backend stops running it.
         var answer = await refresh;
         var answeredIn = clock.Elapsed;
+        var sinceFailedLoad = Stopwatch.StartNew();
         Assert.Equal((HttpStatusCode.OK, true, first.AsOf), (answer.Status, answer.Stale, answer.AsOf));
         Assert.InRange(answeredIn, loadTimeout, loadTimeout + TimeSpan.FromSeconds(2));
         await WaitUntilAsync(async () => !await IsStillRunningAsync(running!.Value), "the backend no longer running the slow query");
@@ -251,6 +254,7 @@ public sealed class FaultTests(ThrowawayPostgres pg, ITestOutputHelper output) :
 
         // Fast again: a refresh brings fresh numbers.
         await pg.ExecuteAsync("update fault_flag set slow = false");
+        await StatsCacheFactory.WaitOutRefreshFloorAsync(sinceFailedLoad);
         var recovered = await GetAsync(http, "/api/dashboards/fault-slow?refresh=true");
         Assert.Equal((HttpStatusCode.OK, false), (recovered.Status, recovered.Stale));
         Assert.True(recovered.AsOf > first.AsOf);

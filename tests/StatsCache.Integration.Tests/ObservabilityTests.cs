@@ -140,12 +140,14 @@ public sealed partial class ObservabilityTests(TestDatabase db, StatsCacheFactor
 
         Assert.Equal(HttpStatusCode.OK, (await SendAsync(host, token, "/api/dashboards")).StatusCode);
         Assert.Equal(HttpStatusCode.OK, (await SendAsync(host, token, "/api/dashboards/client-stats")).StatusCode);
+        var sinceLoad = Stopwatch.StartNew();
         Assert.Equal(HttpStatusCode.Unauthorized, (await SendAsync(host, forged, "/api/dashboards/client-stats")).StatusCode);
         Assert.Equal(HttpStatusCode.Unauthorized, (await SendAsync(host, expired, "/api/dashboards/client-stats")).StatusCode);
         Assert.Equal(HttpStatusCode.Unauthorized, (await SendAsync(host, token + "x", "/api/dashboards/client-stats")).StatusCode);
 
         // A failing load: the cached snapshot is served stale, and the failure is logged once, with view, site and error.
         await database.RefuseConnectionsAsync();
+        await StatsCacheFactory.WaitOutRefreshFloorAsync(sinceLoad);
         var stale = await SendAsync(host, token, "/api/dashboards/client-stats?refresh=true");
         Assert.Equal(HttpStatusCode.OK, stale.StatusCode);
         Assert.True((await stale.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("stale").GetBoolean());

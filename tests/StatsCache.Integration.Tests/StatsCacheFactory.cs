@@ -17,6 +17,8 @@ public sealed class StatsCacheFactory : WebApplicationFactory<Program>
         Auth = new AuthOptions { SigningKey = Convert.ToBase64String(Guid.NewGuid().ToByteArray()) + Convert.ToBase64String(Guid.NewGuid().ToByteArray()) };
     }
 
+    public static readonly TimeSpan MinRefreshInterval = TimeSpan.FromSeconds(1);
+
     public AuthOptions Auth { get; }
 
     /// <summary>Extra settings for a variant of the host (client mode, ...), applied after the defaults.</summary>
@@ -32,6 +34,13 @@ public sealed class StatsCacheFactory : WebApplicationFactory<Program>
             "Bearer", TokenIssuer.Issue(Auth, new Caller(site, role, user), lifetime ?? TimeSpan.FromMinutes(10), now));
         return client;
     }
+
+    /// <summary>
+    /// Waits until a forced refresh reloads again: the floor is a rule of time, counted from the end of the entry's last
+    /// load, which <paramref name="sinceLoad"/> started timing after that load's answer came.
+    /// </summary>
+    public static Task WaitOutRefreshFloorAsync(System.Diagnostics.Stopwatch sinceLoad) =>
+        sinceLoad.Elapsed >= MinRefreshInterval ? Task.CompletedTask : Task.Delay(MinRefreshInterval - sinceLoad.Elapsed);
 
     public static int FreePort()
     {
@@ -51,6 +60,8 @@ public sealed class StatsCacheFactory : WebApplicationFactory<Program>
         // Tests that count loads or check caching must not see other tests' writes refresh them;
         // ChangeFeedTests turn the feed on for hosts of their own.
         builder.UseSetting("StatsCache:Changes:IsEnabled", "false");
+        // The smallest floor of forced refreshes: tests that force a reload wait least for it (see WaitOutRefreshFloorAsync).
+        builder.UseSetting("StatsCache:Cache:MinRefreshInterval", MinRefreshInterval.ToString("c", CultureInfo.InvariantCulture));
         foreach (var (key, value) in Settings)
         {
             builder.UseSetting(key, value);

@@ -23,4 +23,7 @@ public sealed class DashboardCache(
 
     internal DashboardEntries CreateEntries(IGrainBase grain, IPersistentState<DashboardSnapshots> store, DashboardScope scope) =>
         new(grain, store, Catalog, source, scope, options.Value, metrics, time, _logger);
+
+    /// <summary>A caller's budget of new entries (see <see cref="DashboardCacheOptions.NewEntryBurst"/>).</summary>
+    internal NewEntryBudget CreateBudget() => new(options.Value, time);
 }

@@ -45,4 +45,24 @@ public sealed class DashboardCacheOptions
     /// <summary>The most entries (view and parameter combinations) one grain keeps; the least recently read goes first.</summary>
     [Range(1, 10_000)]
     public int MaxEntriesPerGrain { get; set; } = 32;
+
+    /// <summary>
+    /// A forced refresh (<c>refresh=true</c>) of an entry whose last load ended less than this ago starts no
+    /// load and answers the current snapshot; one during a load joins it. So forced refreshes cost an entry
+    /// at most one load per interval however many callers ask.
+    /// </summary>
+    [Range(typeof(TimeSpan), "00:00:01", "01:00:00")]
+    public TimeSpan MinRefreshInterval { get; set; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>
+    /// How many reads that add an entry (a view and parameter combination not cached, so a load) one caller may
+    /// make at once; past it, and past <see cref="NewEntriesPerSecond"/>, such reads are refused (HTTP 429).
+    /// Reads of cached entries are never refused.
+    /// </summary>
+    [Range(1, 10_000)]
+    public int NewEntryBurst { get; set; } = 20;
+
+    /// <summary>How fast a caller's budget of new entries (<see cref="NewEntryBurst"/>) fills up again.</summary>
+    [Range(0.01, 10_000.0)]
+    public double NewEntriesPerSecond { get; set; } = 1;
 }

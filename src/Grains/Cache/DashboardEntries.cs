@@ -23,6 +23,8 @@ internal sealed partial class DashboardEntries(
     TimeProvider time,
     ILogger logger)
 {
+    private static readonly DashboardResult Refused = new(null, Stale: false, TimeSpan.Zero, Refused: true);
+
     private readonly Dictionary<(string View, string Parameters), Entry> _entries = [];
     private readonly CancellationTokenSource _lifetime = new();
     private Task _writing = Task.CompletedTask;
@@ -44,7 +46,7 @@ internal sealed partial class DashboardEntries(
 
             // Answer from the stored snapshot at once, and refresh it soon (within a second, spread):
             // changes made while the grain was inactive were announced to nobody.
-            var entry = GetOrAdd(view, bound.Key);
+            var entry = Add(view, bound.Key);
             entry.Snapshot = snapshot;
             Schedule(entry, TimeSpan.FromSeconds(Random.Shared.NextDouble()));
         }
@@ -91,25 +93,50 @@ internal sealed partial class DashboardEntries(
         _lifetime.Dispose();
     }
 
-    public ValueTask<DashboardResult> GetAsync(ViewDefinition view, DashboardRequest request, CancellationToken cancellationToken)
+    /// <summary>
+    /// Reads an entry, adding it (which starts its load) only when <paramref name="mayAddEntry"/>: otherwise a read
+    /// of an entry not cached is refused. A forced refresh joins the load in flight, or starts one unless the last
+    /// load ended within <see cref="DashboardCacheOptions.MinRefreshInterval"/>: then it is an ordinary read.
+    /// </summary>
+    public ValueTask<DashboardResult> GetAsync(ViewDefinition view, DashboardRequest request, bool mayAddEntry, CancellationToken cancellationToken)
     {
-        var entry = GetOrAdd(view, request.Parameters);
+        var added = false;
+        if (!_entries.TryGetValue((view.Name, request.Parameters), out var entry))
+        {
+            if (!mayAddEntry)
+            {
+                return new ValueTask<DashboardResult>(Refused);
+            }
+
+            entry = Add(view, request.Parameters);
+            added = true;
+        }
+
         var now = time.GetUtcNow();
         entry.LastReadAt = now;
 
         // An entry with nothing usable loads (or joins the load in flight) unless a failed load is
         // backing off: then readers get 503 at once instead of turning an outage into a query per request.
         var result = Read(entry, now);
-        if (request.Refresh || (result.Snapshot is null && (entry.InFlight is not null || now >= entry.NextRefreshAt)))
+        if ((request.Refresh && RefreshLoads(entry, now)) || (result.Snapshot is null && (entry.InFlight is not null || now >= entry.NextRefreshAt)))
         {
-            return LoadThenReadAsync(entry, cancellationToken);
+            return LoadThenReadAsync(entry, added, cancellationToken);
         }
 
         metrics.Read(view.Name, result.Snapshot is null ? ReadOutcome.Unavailable : ReadOutcome.Hit, result.Stale);
-        return new ValueTask<DashboardResult>(result);
+        return new ValueTask<DashboardResult>(added ? result with { AddedEntry = true } : result);
     }
 
-    private async ValueTask<DashboardResult> LoadThenReadAsync(Entry entry, CancellationToken cancellationToken)
+    private bool RefreshLoads(Entry entry, DateTimeOffset now)
+    {
+        var outcome = entry.InFlight is not null ? RefreshOutcome.Joined
+            : now - entry.LoadEndedAt >= options.MinRefreshInterval ? RefreshOutcome.Loaded
+            : RefreshOutcome.Floor;
+        metrics.Refresh(entry.View.Name, outcome);
+        return outcome != RefreshOutcome.Floor;
+    }
+
+    private async ValueTask<DashboardResult> LoadThenReadAsync(Entry entry, bool added, CancellationToken cancellationToken)
     {
         var outcome = entry.InFlight is null ? ReadOutcome.Loaded : ReadOutcome.Joined;
         if (outcome == ReadOutcome.Joined)
@@ -120,16 +147,11 @@ internal sealed partial class DashboardEntries(
         await LoadAsync(entry).WaitAsync(cancellationToken);
         var result = Read(entry, time.GetUtcNow());
         metrics.Read(entry.View.Name, result.Snapshot is null ? ReadOutcome.Unavailable : outcome, result.Stale);
-        return result;
+        return added ? result with { AddedEntry = true } : result;
     }
 
-    private Entry GetOrAdd(ViewDefinition view, string parameters)
+    private Entry Add(ViewDefinition view, string parameters)
     {
-        if (_entries.TryGetValue((view.Name, parameters), out var entry))
-        {
-            return entry;
-        }
-
         // Callers send the canonical key (BoundParameters.Key), so equal requests always find one entry.
         if (!view.TryBindKey(parameters, out var bound, out var error) || bound.Key != parameters)
         {
@@ -142,7 +164,7 @@ internal sealed partial class DashboardEntries(
             Remove(_entries.Values.MinBy(e => e.LastReadAt)!, "capacity");
         }
 
-        entry = new Entry(view, bound, time.GetUtcNow());
+        var entry = new Entry(view, bound, time.GetUtcNow());
         // Interleave: a refresh must not block reads, which keep getting the current snapshot.
         // KeepAlive off: refreshing is not a reason to stay active; reads are (idle grains deactivate).
         entry.Timer = grain.RegisterGrainTimer(
@@ -233,6 +255,7 @@ internal sealed partial class DashboardEntries(
         finally
         {
             entry.InFlight = null;
+            entry.LoadEndedAt = time.GetUtcNow();
         }
     }
 
@@ -369,6 +392,9 @@ internal sealed partial class DashboardEntries(
 
         /// <summary>When the timer reloads the entry (a refresh, or a retry after a failure).</summary>
         public DateTimeOffset NextRefreshAt { get; set; } = createdAt;
+
+        /// <summary>When the last load ended, well or not (the floor of forced refreshes counts from it).</summary>
+        public DateTimeOffset LoadEndedAt { get; set; } = DateTimeOffset.MinValue;
 
         public bool Removed { get; set; }
 

@@ -23,6 +23,7 @@ public sealed class DashboardMetrics
     private readonly Counter<long> _changes;
     private readonly Counter<long> _invalidations;
     private readonly Counter<long> _feedConnects;
+    private readonly Counter<long> _refreshes;
 
     public DashboardMetrics(IMeterFactory meterFactory)
     {
@@ -43,6 +44,8 @@ public sealed class DashboardMetrics
         _evicted = meter.CreateCounter<long>("statscache.entries.evicted", "{entry}", "Entries dropped, by reason (idle or capacity).");
         _changes = meter.CreateCounter<long>("statscache.changes", "{notice}", "Change notices this silo's listener received, by table (api for the invalidation API).");
         _invalidations = meter.CreateCounter<long>("statscache.changes.invalidations", "{call}", "Grains told that data they hold changed.");
+        _refreshes = meter.CreateCounter<long>(
+            "statscache.refreshes", "{read}", "Forced refreshes (refresh=true), by outcome: loaded, joined a load in flight, or answered from the floor.");
         _feedConnects = meter.CreateCounter<long>("statscache.changes.connects", "{connection}", "Times the change feed's listener connected (first, or again after losing the connection).");
     }
 
@@ -64,6 +67,12 @@ public sealed class DashboardMetrics
 
     /// <summary>Counted when the read starts waiting, so the count shows requests collapsed into a load in flight.</summary>
     public void Joined(string view) => _joined.Add(1, new KeyValuePair<string, object?>("view", view));
+
+    public void Refresh(string view, RefreshOutcome outcome) => _refreshes.Add(1, new TagList
+    {
+        { "view", view },
+        { "outcome", outcome switch { RefreshOutcome.Loaded => "loaded", RefreshOutcome.Joined => "joined", _ => "floor" } },
+    });
 
     /// <summary>A load ended; a failed one is tagged <c>error.type</c> with <see cref="ErrorTypeOf"/> of its error.</summary>
     public void Load(string view, bool succeeded, TimeSpan duration, string? errorType = null)
@@ -137,4 +146,17 @@ public enum ReadOutcome
 
     /// <summary>Nothing usable to answer with.</summary>
     Unavailable,
+}
+
+/// <summary>What a forced refresh (<c>refresh=true</c>) did.</summary>
+public enum RefreshOutcome
+{
+    /// <summary>Started a load.</summary>
+    Loaded,
+
+    /// <summary>Waited on the load already in flight.</summary>
+    Joined,
+
+    /// <summary>Started none: the last load ended within <see cref="DashboardCacheOptions.MinRefreshInterval"/>.</summary>
+    Floor,
 }

@@ -5,6 +5,7 @@ using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.Extensions.Options;
 using StatsCache.Catalog;
 using StatsCache.WebHost.Auth;
+using StatsCache.WebHost.Hosting;
 
 namespace StatsCache.WebHost.Api;
 
@@ -27,7 +28,7 @@ public static class DashboardApi
 
     public static IEndpointRouteBuilder MapDashboardApi(this IEndpointRouteBuilder app)
     {
-        var api = app.MapGroup("/api/dashboards").RequireAuthorization().WithTags("Dashboards");
+        var api = app.MapGroup("/api/dashboards").RequireAuthorization().RequireRateLimiting(RequestLimitExtensions.PolicyName).WithTags("Dashboards");
 
         api.MapGet("/", ListViews)
             .WithName("ListDashboards")
@@ -65,6 +66,7 @@ public static class DashboardApi
         DashboardCatalog catalog,
         DashboardGrains grains,
         IOptions<ApiOptions> options,
+        ApiMetrics metrics,
         ILoggerFactory loggers)
     {
         if (!TryResolve(view, context, principal, catalog, out var read, out var problem))
@@ -85,6 +87,13 @@ public static class DashboardApi
         {
             loggers.CreateLogger(typeof(DashboardApi)).LogWarning(e, "The cluster did not answer a read of {View}", definition.Name);
             return Unavailable(context.Response, "The cache cluster is unavailable.", TimeSpan.FromSeconds(1));
+        }
+
+        if (result.Refused)
+        {
+            metrics.Refused(RefusalReason.NewEntries);
+            return TooFast(context.Response, result.NextRefreshIn,
+                $"Reading '{definition.Name}' with parameters nobody has read lately starts a database load, and you have started too many; what is cached still answers.");
         }
 
         if (result.Snapshot is not { } snapshot)
@@ -190,9 +199,20 @@ public static class DashboardApi
 
     private static ProblemHttpResult Unavailable(HttpResponse response, string title, TimeSpan retryAfter, string? detail = null)
     {
-        response.Headers.RetryAfter = Math.Max(1, (int)Math.Ceiling(retryAfter.TotalSeconds)).ToString(CultureInfo.InvariantCulture);
+        SetRetryAfter(response, retryAfter);
         return Problem(StatusCodes.Status503ServiceUnavailable, title, detail);
     }
+
+    /// <summary>429: one caller asks too fast (the request limit, or the budget of new entries).</summary>
+    internal static ProblemHttpResult TooFast(HttpResponse response, TimeSpan retryAfter, string detail)
+    {
+        SetRetryAfter(response, retryAfter);
+        return Problem(StatusCodes.Status429TooManyRequests, "You are asking too fast.", detail);
+    }
+
+    // Whole seconds, at least one (a Retry-After of 0 invites an immediate retry).
+    private static void SetRetryAfter(HttpResponse response, TimeSpan retryAfter) =>
+        response.Headers.RetryAfter = Math.Max(1, (int)Math.Ceiling(retryAfter.TotalSeconds)).ToString(CultureInfo.InvariantCulture);
 
     private static ProblemHttpResult Problem(int status, string title, string? detail = null) =>
         TypedResults.Problem(title: title, detail: detail, statusCode: status);

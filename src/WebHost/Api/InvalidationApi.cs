@@ -5,6 +5,7 @@ using Npgsql;
 using StatsCache.Catalog;
 using StatsCache.Changes;
 using StatsCache.WebHost.Auth;
+using StatsCache.WebHost.Hosting;
 
 namespace StatsCache.WebHost.Api;
 
@@ -25,6 +26,7 @@ public static class InvalidationApi
     {
         app.MapPost("/api/dashboards/invalidate", InvalidateAsync)
             .RequireAuthorization()
+            .RequireRateLimiting(RequestLimitExtensions.PolicyName)
             .WithTags("Dashboards")
             .WithName("InvalidateDashboards")
             .WithSummary("Refresh the site's cached views (for some users, some views) after a write the triggers do not see; role 'service'.")
