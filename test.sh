@@ -7,6 +7,11 @@ cd "$(dirname "$0")"
 source deploy/scripts/postgres.sh
 
 pg_ensure_installed
+# The token tests mint the platform's tokens with SimpleJWT and PyJWT (Debian's Python) and make keys with openssl.
+ensure_packages openssl:openssl \
+  /usr/lib/python3/dist-packages/jwt/__init__.py:python3-jwt \
+  /usr/lib/python3/dist-packages/cryptography/__init__.py:python3-cryptography \
+  /usr/lib/python3/dist-packages/rest_framework_simplejwt/__init__.py:python3-djangorestframework-simplejwt
 data="$(mktemp -d /tmp/statscache-test-pg.XXXXXX)"
 cleanup() { pg_stop "$data"; rm -rf "$data"; }
 trap cleanup EXIT

@@ -2,13 +2,15 @@
 # Debian package helper for the project's scripts. Source this file; it defines functions only and
 # is safe under `set -euo pipefail`.
 
-# ensure_packages COMMAND:PACKAGE...: install with apt each PACKAGE whose COMMAND (a program on PATH
-# or an absolute path) is missing. A fresh machine has no package lists and a kept one may have stale
-# ones, so when the install fails the lists are refreshed (apt-get update) and the install tried again.
+# ensure_packages CHECK:PACKAGE...: install with apt each PACKAGE whose CHECK is missing: a program on
+# PATH, or an absolute path of a file the package installs (for a library). A fresh machine has no
+# package lists and a kept one may have stale ones, so when the install fails the lists are refreshed
+# (apt-get update) and the install tried again.
 ensure_packages() {
-    local pair missing=()
+    local pair check missing=()
     for pair in "$@"; do
-        command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+        check="${pair%%:*}"
+        if [[ "$check" == /* ]]; then [ -e "$check" ]; else command -v "$check" >/dev/null 2>&1; fi || missing+=("${pair#*:}")
     done
     [ ${#missing[@]} -eq 0 ] && return 0
     local sudo=''

@@ -10,7 +10,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/packages.sh"
 
 # pg_ensure_installed: install PostgreSQL (apt) when no initdb is found; set PGBIN to the newest bin dir.
 pg_ensure_installed() {
-    compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || ensure_packages /nonexistent/initdb:postgresql
+    compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || ensure_packages /usr/lib/postgresql/15/bin/initdb:postgresql
     PGBIN="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
     export PGBIN
 }

@@ -1,7 +1,6 @@
 using System.Buffers.Text;
 using System.Collections.Frozen;
 using System.Globalization;
-using System.Security.Claims;
 using System.Security.Cryptography;
 using Microsoft.AspNetCore.Http.HttpResults;
 using StatsCache.Catalog;
@@ -31,10 +30,10 @@ public static class Contenders
     }
 
     private static async Task<Results<SnapshotResult, ProblemHttpResult>> NoCacheAsync(
-        string view, HttpContext context, ClaimsPrincipal principal, DashboardCatalog catalog,
+        string view, HttpContext context, DashboardCatalog catalog,
         PostgresDashboardSource source, BenchCounters counters)
     {
-        if (!DashboardApi.TryResolve(view, context, principal, catalog, out var read, out var problem))
+        if (!DashboardApi.TryResolve(view, context, catalog, out var read, out var problem))
         {
             return problem;
         }
@@ -46,10 +45,10 @@ public static class Contenders
     }
 
     private static async Task<Results<SnapshotResult, StatusCodeHttpResult, ProblemHttpResult>> FusionAsync(
-        string view, HttpContext context, ClaimsPrincipal principal, DashboardCatalog catalog,
+        string view, HttpContext context, DashboardCatalog catalog,
         IFusionCache cache, FusionContender fusion)
     {
-        if (!DashboardApi.TryResolve(view, context, principal, catalog, out var read, out var problem))
+        if (!DashboardApi.TryResolve(view, context, catalog, out var read, out var problem))
         {
             return problem;
         }

@@ -160,10 +160,10 @@ public sealed class DashboardHttpTests(TestDatabase db, StatsCacheFactory factor
         var bob = await db.NewUserAsync(site, "client");
         for (var i = 0; i < 3; i++)
         {
-            await InsertOrderAsync(site, alice, 10m);
+            await db.NewOrderAsync(site, alice, 10m);
         }
 
-        await InsertOrderAsync(site, bob, 99m);
+        await db.NewOrderAsync(site, bob, 99m);
 
         // Bob asks first, so a cache keyed carelessly would hand his entry to Alice.
         var bobs = await factory.ClientFor(site, "client", bob).GetFromJsonAsync<JsonElement>("/api/dashboards/client-stats");
@@ -187,7 +187,7 @@ public sealed class DashboardHttpTests(TestDatabase db, StatsCacheFactory factor
         var sinceLoad = Stopwatch.StartNew();
         Assert.Equal(0, before.GetProperty("data").GetProperty("summary").GetProperty("total_orders").GetInt64());
 
-        await InsertOrderAsync(site, client, 5m);
+        await db.NewOrderAsync(site, client, 5m);
         var cached = await http.GetFromJsonAsync<JsonElement>("/api/dashboards/client-stats");
         Assert.Equal(0, cached.GetProperty("data").GetProperty("summary").GetProperty("total_orders").GetInt64());
 
@@ -219,12 +219,6 @@ public sealed class DashboardHttpTests(TestDatabase db, StatsCacheFactory factor
         var response = await factory.CreateClient().GetAsync("/nothing/here");
         await AssertProblemAsync(response, HttpStatusCode.NotFound);
     }
-
-    private Task<long> InsertOrderAsync(long site, long client, decimal price) =>
-        db.InsertAsync(
-            "insert into orders (website_id, client_id, status, price, pages, is_paid, created_at, deadline) " +
-            "values (@w, @c, 'completed', @p, 1, true, now(), now() + interval '1 day')",
-            ("w", site), ("c", client), ("p", price));
 
     private static async Task<JsonElement> AssertProblemAsync(HttpResponseMessage response, HttpStatusCode status, string? title = null)
     {

@@ -5,6 +5,7 @@ using StatsCache.Changes;
 using StatsCache.Hosting;
 using StatsCache.WebHost.Api;
 using StatsCache.WebHost.Auth;
+using StatsCache.WebHost.Hosting;
 using YamlDotNet.RepresentationModel;
 
 namespace StatsCache.Integration.Tests;
@@ -85,6 +86,8 @@ public sealed partial class DeployFilesTests
         {
             (typeof(OrleansHostingOptions), OrleansHostingOptions.SectionName),
             (typeof(AuthOptions), AuthOptions.SectionName),
+            (typeof(ClaimNames), $"{AuthOptions.SectionName}:{nameof(AuthOptions.Claims)}"),
+            (typeof(RequestLimitOptions), RequestLimitOptions.SectionName),
             (typeof(DashboardCacheOptions), DashboardCacheOptions.SectionName),
             (typeof(ApiOptions), ApiOptions.SectionName),
             (typeof(ChangeFeedOptions), ChangeFeedOptions.SectionName),

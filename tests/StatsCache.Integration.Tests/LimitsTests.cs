@@ -23,10 +23,7 @@ public sealed class LimitsTests(TestDatabase db)
         var client = await db.NewUserAsync(site, "client");
         var http = web.ClientFor(site, "client", client);
         var first = await http.GetFromJsonAsync<JsonElement>("/api/dashboards/client-stats");
-        await db.ExecuteAsync(
-            "insert into orders (website_id, client_id, status, price, pages, is_paid, created_at, deadline) " +
-            "values (@site, @client, 'pending', 5, 1, false, now(), now() + interval '1 day')",
-            ("site", site), ("client", client));
+        await db.NewOrderAsync(site, client);
 
         for (var i = 0; i < 20; i++)
         {

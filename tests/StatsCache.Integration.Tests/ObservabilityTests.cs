@@ -169,7 +169,7 @@ public sealed partial class ObservabilityTests(TestDatabase db, StatsCacheFactor
         foreach (var (secret, what) in new[]
         {
             (token, "a bearer token"), (forged, "a forged token"), (expired, "an expired token"), (token.Split('.')[2], "a token's signature"),
-            (logged.Auth.SigningKey, "the signing key"), (otherKey.SigningKey, "another signing key"), (password, "the database password"),
+            (logged.Auth.SigningKey!, "the signing key"), (otherKey.SigningKey!, "another signing key"), (password, "the database password"),
             ("Password=", "a connection string's password"),
         })
         {

@@ -53,6 +53,13 @@ public sealed class TestDatabase : IAsyncLifetime
         InsertAsync("insert into websites (name, domain) values (@name, @domain)",
             ("name", "test site"), ("domain", $"t{Guid.NewGuid():N}.example"));
 
+    /// <summary>A completed, paid order of one page, created now.</summary>
+    public Task<long> NewOrderAsync(long website, long client, decimal price = 10m) =>
+        InsertAsync(
+            "insert into orders (website_id, client_id, status, price, pages, is_paid, created_at, deadline) " +
+            "values (@w, @c, 'completed', @p, 1, true, now(), now() + interval '1 day')",
+            ("w", website), ("c", client), ("p", price));
+
     public Task<long> NewUserAsync(long website, string role, bool active = true) =>
         InsertAsync("insert into users (website_id, role, username, email, is_active, date_joined) values (@w, @r, @u, @e, @a, now())",
             ("w", website), ("r", role), ("u", $"u{Guid.NewGuid():N}"), ("e", $"{Guid.NewGuid():N}@example.com"), ("a", active));

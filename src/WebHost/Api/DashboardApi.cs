@@ -1,6 +1,5 @@
 using System.Diagnostics.CodeAnalysis;
 using System.Globalization;
-using System.Security.Claims;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.Extensions.Options;
 using StatsCache.Catalog;
@@ -41,9 +40,9 @@ public static class DashboardApi
         return app;
     }
 
-    internal static Results<Ok<DashboardList>, ProblemHttpResult> ListViews(HttpContext context, ClaimsPrincipal principal, DashboardCatalog catalog)
+    internal static Results<Ok<DashboardList>, ProblemHttpResult> ListViews(HttpContext context, DashboardCatalog catalog)
     {
-        var caller = CallerOf(context, principal);
+        var caller = CallerOf(context);
         if (!catalog.Roles.Contains(caller.Role))
         {
             return UnknownRole(caller);
@@ -62,14 +61,13 @@ public static class DashboardApi
     internal static async Task<Results<SnapshotResult, StatusCodeHttpResult, ProblemHttpResult>> GetViewAsync(
         string view,
         HttpContext context,
-        ClaimsPrincipal principal,
         DashboardCatalog catalog,
         DashboardGrains grains,
         IOptions<ApiOptions> options,
         ApiMetrics metrics,
         ILoggerFactory loggers)
     {
-        if (!TryResolve(view, context, principal, catalog, out var read, out var problem))
+        if (!TryResolve(view, context, catalog, out var read, out var problem))
         {
             return problem;
         }
@@ -116,11 +114,11 @@ public static class DashboardApi
     /// so they validate exactly as this API does.
     /// </summary>
     internal static bool TryResolve(
-        string view, HttpContext context, ClaimsPrincipal principal, DashboardCatalog catalog,
+        string view, HttpContext context, DashboardCatalog catalog,
         out ViewRead read, [NotNullWhen(false)] out ProblemHttpResult? problem)
     {
         read = default;
-        var caller = CallerOf(context, principal);
+        var caller = CallerOf(context);
         if (catalog.Find(view) is not { } definition)
         {
             problem = Problem(StatusCodes.Status404NotFound, "Unknown view.", $"There is no dashboard view named '{Shorten(view)}'.");
@@ -188,11 +186,9 @@ public static class DashboardApi
         return view.TryBind(values, out parameters, out error);
     }
 
-    // Authentication has validated the claims and kept the caller they name (see AuthenticationExtensions);
-    // a principal from elsewhere (a test's context) is read here, and cannot fail either.
-    private static Caller CallerOf(HttpContext context, ClaimsPrincipal principal) =>
-        context.Features.Get<Caller>()
-        ?? (Caller.TryFrom(principal, out var caller, out var error) ? caller : throw new InvalidOperationException(error));
+    /// <summary>The caller authentication validated and kept (see AuthenticationExtensions): every route here requires it.</summary>
+    internal static Caller CallerOf(HttpContext context) =>
+        context.Features.Get<Caller>() ?? throw new InvalidOperationException("The request has no authenticated caller.");
 
     private static ProblemHttpResult UnknownRole(Caller caller) =>
         Problem(StatusCodes.Status403Forbidden, "Your role has no dashboards.", $"No view is declared for role '{caller.Role}'.");

@@ -1,4 +1,3 @@
-using System.Security.Claims;
 using System.Text.Json;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Npgsql;
@@ -35,13 +34,9 @@ public static class InvalidationApi
     }
 
     internal static async Task<Results<Accepted, ProblemHttpResult>> InvalidateAsync(
-        HttpRequest request, ClaimsPrincipal principal, DashboardCatalog catalog, NpgsqlDataSource dataSource)
+        HttpRequest request, DashboardCatalog catalog, NpgsqlDataSource dataSource)
     {
-        if (!Caller.TryFrom(principal, out var caller, out var claimError))
-        {
-            return Problem(StatusCodes.Status401Unauthorized, claimError);
-        }
-
+        var caller = DashboardApi.CallerOf(request.HttpContext);
         if (caller.Role != ServiceRole)
         {
             return Problem(StatusCodes.Status403Forbidden, $"Only the '{ServiceRole}' role may invalidate dashboards.");

@@ -4,26 +4,22 @@ using System.Text.RegularExpressions;
 
 namespace StatsCache.WebHost.Auth;
 
-/// <summary>Who is asking, from the token's <c>site</c>, <c>role</c> and <c>sub</c> claims; never from the URL.</summary>
+/// <summary>Who is asking, from the token's claims (their names: <see cref="ClaimNames"/>); never from the URL.</summary>
 public sealed partial record Caller(long SiteId, string Role, long UserId)
 {
-    public const string SiteClaim = "site";
-    public const string RoleClaim = "role";
-    public const string UserClaim = "sub";
-
     /// <summary>Reads the caller from validated claims; says which claim is missing or malformed.</summary>
-    public static bool TryFrom(ClaimsPrincipal principal, out Caller caller, out string error)
+    public static bool TryFrom(ClaimsPrincipal principal, ClaimNames names, out Caller caller, out string error)
     {
         caller = null!;
-        if (!TryGetId(principal, SiteClaim, out var site, out error) || !TryGetId(principal, UserClaim, out var user, out error))
+        if (!TryGetId(principal, names.Site, out var site, out error) || !TryGetId(principal, names.User, out var user, out error))
         {
             return false;
         }
 
-        var roles = principal.FindAll(RoleClaim).ToList();
+        var roles = principal.FindAll(names.Role).ToList();
         if (roles.Count != 1 || !RoleName().IsMatch(roles[0].Value))
         {
-            error = $"The token must carry exactly one '{RoleClaim}' claim of lower-case letters.";
+            error = $"The token must carry exactly one '{names.Role}' claim of lower-case letters.";
             return false;
         }
 
@@ -31,6 +27,7 @@ public sealed partial record Caller(long SiteId, string Role, long UserId)
         return true;
     }
 
+    // A JSON number (SimpleJWT up to 5.5.0) and a string of digits (from 5.5.1) both reach here as the digits.
     private static bool TryGetId(ClaimsPrincipal principal, string claim, out long id, out string error)
     {
         var values = principal.FindAll(claim).ToList();

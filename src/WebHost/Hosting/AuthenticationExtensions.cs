@@ -6,46 +6,66 @@ using StatsCache.WebHost.Auth;
 
 namespace StatsCache.WebHost.Hosting;
 
-/// <summary>JWT bearer validation (HS256) whose every failure is an RFC 7807 401.</summary>
+/// <summary>
+/// JWT bearer validation with the platform's own tokens (keys, issuer, audience and claim names from
+/// <see cref="AuthOptions"/>); every failure is an RFC 7807 401.
+/// </summary>
 public static class AuthenticationExtensions
 {
+    /// <summary>SimpleJWT's claim that tells access tokens from refresh tokens (its <c>TOKEN_TYPE_CLAIM</c>).</summary>
+    public const string TokenTypeClaim = "token_type";
+
     public static WebApplicationBuilder AddStatsCacheAuthentication(this WebApplicationBuilder builder)
     {
         builder.Services.AddOptions<AuthOptions>()
             .BindConfiguration(AuthOptions.SectionName)
             .ValidateDataAnnotations()
+            .Validate(auth => auth.HasKeySource, AuthOptions.NoKeySourceMessage)
+            .Validate(auth => auth.HasStrongSigningKey, "Auth:SigningKey must be at least 32 characters (256 bits).")
+            .Validate(auth => auth.Claims.AreValid, "Auth:Claims:User, Auth:Claims:Site and Auth:Claims:Role must be three different claim names.")
             .ValidateOnStart();
 
+        builder.Services.AddHttpClient(TokenKeys.HttpClientName);
+        builder.Services.AddSingleton<TokenKeys>();
+        builder.Services.AddHostedService(services => services.GetRequiredService<TokenKeys>());
         builder.Services.AddAuthentication(JwtBearerDefaults.AuthenticationScheme).AddJwtBearer();
         builder.Services.AddOptions<JwtBearerOptions>(JwtBearerDefaults.AuthenticationScheme)
-            .Configure<IOptions<AuthOptions>>((jwt, auth) => Configure(jwt, auth.Value));
+            .Configure<IOptions<AuthOptions>, TokenKeys>((jwt, auth, keys) => Configure(jwt, auth.Value, keys));
         builder.Services.AddAuthorization();
         return builder;
     }
 
-    private static void Configure(JwtBearerOptions jwt, AuthOptions auth)
+    private static void Configure(JwtBearerOptions jwt, AuthOptions auth, TokenKeys keys)
     {
-        jwt.MapInboundClaims = false; // keep 'sub', 'site' and 'role' as the token names them
+        jwt.MapInboundClaims = false; // keep the claims as the token names them
         jwt.SaveToken = false; // nothing reads the raw token back (GetTokenAsync): do not copy it into every request's properties
         jwt.TokenValidationParameters = new TokenValidationParameters
         {
+            ValidateIssuer = auth.Issuer.Length > 0,
             ValidIssuer = auth.Issuer,
+            ValidateAudience = auth.Audience.Length > 0,
             ValidAudience = auth.Audience,
-            IssuerSigningKey = TokenIssuer.SigningKey(auth.SigningKey),
-            ValidAlgorithms = [SecurityAlgorithms.HmacSha256],
+            IssuerSigningKeyResolver = (_, _, kid, _) => keys.Resolve(kid),
+            ValidAlgorithms = keys.Algorithms,
             RequireSignedTokens = true,
             RequireExpirationTime = true,
             ClockSkew = auth.ClockSkew,
-            NameClaimType = Caller.UserClaim,
-            RoleClaimType = Caller.RoleClaim,
+            NameClaimType = auth.Claims.User,
+            RoleClaimType = auth.Claims.Role,
         };
         jwt.Events = new JwtBearerEvents
         {
+            // A token signed with a key the JWKS has gained since it was fetched: fetch it first.
+            OnMessageReceived = context => keys.RefreshForAsync(context.Request.Headers.Authorization),
             OnTokenValidated = context =>
             {
-                if (Caller.TryFrom(context.Principal!, out var caller, out var error))
+                if (context.Principal!.FindFirst(TokenTypeClaim) is { } type && type.Value != "access")
                 {
-                    context.HttpContext.Features.Set(caller); // read once per request (DashboardApi)
+                    context.Fail($"Only access tokens are accepted; this one's '{TokenTypeClaim}' is '{Shorten(type.Value)}' (refresh tokens are not accepted).");
+                }
+                else if (Caller.TryFrom(context.Principal!, auth.Claims, out var caller, out var error))
+                {
+                    context.HttpContext.Features.Set(caller); // read once per request (DashboardApi, InvalidationApi)
                 }
                 else
                 {
@@ -57,7 +77,7 @@ public static class AuthenticationExtensions
             OnChallenge = async context =>
             {
                 context.HandleResponse();
-                var (title, detail) = Describe(context.AuthenticateFailure, context.Request.Headers.Authorization.Count > 0);
+                var (title, detail) = Describe(context.AuthenticateFailure, context.Request.Headers.Authorization.Count > 0, keys);
                 context.Response.StatusCode = StatusCodes.Status401Unauthorized;
                 context.Response.Headers.WWWAuthenticate = context.AuthenticateFailure is null
                     ? "Bearer"
@@ -69,7 +89,7 @@ public static class AuthenticationExtensions
     }
 
     // Say what was wrong without echoing the token or anything about the key.
-    private static (string Title, string? Detail) Describe(Exception? failure, bool hadHeader) => failure switch
+    private static (string Title, string? Detail) Describe(Exception? failure, bool hadHeader, TokenKeys keys) => failure switch
     {
         null when hadHeader => ("The Authorization header is not a bearer token.", "Send 'Authorization: Bearer <token>'."),
         null => ("A bearer token is required.", "Send 'Authorization: Bearer <token>'."),
@@ -79,9 +99,11 @@ public static class AuthenticationExtensions
         SecurityTokenInvalidAudienceException => ("The bearer token's audience is not accepted.", null),
         SecurityTokenSignatureKeyNotFoundException or SecurityTokenInvalidSignatureException
             => ("The bearer token's signature is invalid.", null),
-        SecurityTokenInvalidAlgorithmException => ("The bearer token's algorithm is not accepted; use HS256.", null),
+        SecurityTokenInvalidAlgorithmException => ("The bearer token's algorithm is not accepted.", $"Accepted: {string.Join(", ", keys.Algorithms)}."),
         SecurityTokenNoExpirationException => ("The bearer token has no expiry.", null),
         AuthenticationFailureException => ("The bearer token is invalid.", failure.Message),
         _ => ("The bearer token is invalid.", null),
     };
+
+    private static string Shorten(string text) => text.Length <= 32 ? text : string.Concat(text.AsSpan(0, 32), "…");
 }
