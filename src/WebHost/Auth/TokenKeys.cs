@@ -220,7 +220,7 @@ public sealed partial class TokenKeys : BackgroundService
     [LoggerMessage(Level = LogLevel.Information, Message = "Bearer tokens are checked with: shared secret {HasSigningKey}, public key file '{PublicKeyPath}', JWKS '{JwksUrl}'")]
     private static partial void LogKeySources(ILogger logger, bool hasSigningKey, string publicKeyPath, string jwksUrl);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Bearer tokens' {Checks} are not checked: that setting is empty")]
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Bearer tokens' {Checks} are not checked (empty in configuration)")]
     private static partial void LogChecksOff(ILogger logger, string checks);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Fetched {Count} signing keys from the JWKS: {KeyIds}")]
