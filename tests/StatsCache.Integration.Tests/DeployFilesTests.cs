@@ -13,7 +13,7 @@ namespace StatsCache.Integration.Tests;
 /// <summary>The deploy files must not drift from the code: they name only keys it reads, on the runtime it targets.</summary>
 public sealed partial class DeployFilesTests
 {
-    private static readonly string Repository = FindRepository();
+    internal static readonly string Repository = FindRepository();
 
     [Fact]
     public void ComposeFileAndManifestsNameOnlyKeysTheCodeReads()
@@ -71,7 +71,7 @@ public sealed partial class DeployFilesTests
     }
 
     /// <summary>Configuration keys StatsCache reads: its options classes, connection strings, and the hosts' own.</summary>
-    private static HashSet<string> KnownKeys()
+    internal static HashSet<string> KnownKeys()
     {
         var keys = new HashSet<string>(StringComparer.OrdinalIgnoreCase)
         {
