@@ -43,12 +43,18 @@ public interface ISiteDashboardGrain : IGrainWithStringKey
     Task InvalidateAsync(ImmutableArray<string> views);
 }
 
-/// <summary>A read of one view with canonical parameters (see <see cref="Catalog.BoundParameters.Key"/>).</summary>
+/// <summary>
+/// A read of one view with canonical parameters (see <see cref="Catalog.BoundParameters.Key"/>). With a
+/// <see cref="Watcher"/>, the entry's grain also pushes to it every change of what this read would get, for
+/// <see cref="WatchFor"/> from now (a lease the next read renews).
+/// </summary>
 [GenerateSerializer, Immutable, Alias("statscache.DashboardRequest")]
 public sealed record DashboardRequest(
     [property: Id(0)] string View,
     [property: Id(1)] string Parameters,
-    [property: Id(2)] bool Refresh = false);
+    [property: Id(2)] bool Refresh = false,
+    [property: Id(3)] IDashboardWatcher? Watcher = null,
+    [property: Id(4)] TimeSpan WatchFor = default);
 
 /// <summary>The data of one view at one moment: the <c>data</c> object as UTF-8 JSON, and its content hash.</summary>
 [GenerateSerializer, Immutable, Alias("statscache.DashboardSnapshot")]
@@ -63,16 +69,47 @@ public sealed record DashboardSnapshot(
 /// entry (a load) past the caller's budget (the caller answers 429): <see cref="NextRefreshIn"/> is then how
 /// long until the budget allows one again. <see cref="AddedEntry"/>: this read added the entry it read.
 /// </summary>
+/// <see cref="Version"/> grows with every change of the entry's answer, across activations, so an older answer
+/// or push never overwrites a newer one.
 [GenerateSerializer, Immutable, Alias("statscache.DashboardResult")]
 public sealed record DashboardResult(
     [property: Id(0)] DashboardSnapshot? Snapshot,
     [property: Id(1)] bool Stale,
     [property: Id(2)] TimeSpan NextRefreshIn,
     [property: Id(3)] bool Refused = false,
-    [property: Id(4)] bool AddedEntry = false);
+    [property: Id(4)] bool AddedEntry = false,
+    [property: Id(5)] long Version = 0);
+
+/// <summary>
+/// A web host's watcher of the entries its readers read (one per web host process): the grains push to it what a
+/// reader of a watched entry would now get, so the web host can answer reads without a grain call.
+/// </summary>
+public interface IDashboardWatcher : IGrainObserver
+{
+    /// <summary>The entry's answer changed (<see cref="DashboardChange.Result"/>), or it is gone (null). Never awaited by the grain.</summary>
+    [OneWay]
+    Task OnChangedAsync(DashboardChange change);
+}
+
+/// <summary>
+/// A change of one entry: whose (<see cref="Scope"/>: the user's for user-scoped views, the site's and role's for
+/// site-scoped ones), which view and canonical parameters, and the answer a read would now get (null: the entry was
+/// dropped or its grain deactivated; read it from the grain again).
+/// </summary>
+[GenerateSerializer, Immutable, Alias("statscache.DashboardChange")]
+public sealed record DashboardChange(
+    [property: Id(0)] DashboardScope Scope,
+    [property: Id(1)] string View,
+    [property: Id(2)] string Parameters,
+    [property: Id(3)] DashboardResult? Result,
+    [property: Id(4)] long Version);
 
 /// <summary>Whose numbers a view's SQL computes: bound as <c>@site_id</c>, <c>@role</c> and <c>@user_id</c>.</summary>
-public readonly record struct DashboardScope(long SiteId, string Role, long? UserId)
+[GenerateSerializer, Immutable, Alias("statscache.DashboardScope")]
+public readonly record struct DashboardScope(
+    [property: Id(0)] long SiteId,
+    [property: Id(1)] string Role,
+    [property: Id(2)] long? UserId)
 {
     /// <summary>The key of a user's grain: <c>"{site}/{role}/{user}"</c>.</summary>
     public static string UserKey(long siteId, string role, long userId) =>

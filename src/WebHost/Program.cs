@@ -1,5 +1,6 @@
 using StatsCache.WebHost.Api;
 using StatsCache.WebHost.Hosting;
+using StatsCache.WebHost.NearCache;
 using StatsCache.WebHost.Setup;
 
 if (Commands.IsCommand(args))
@@ -13,6 +14,7 @@ builder.AddStatsCacheOrleans();
 builder.AddStatsCacheHealthChecks();
 builder.AddStatsCacheObservability();
 builder.AddStatsCacheRequestLimits();
+builder.AddStatsCacheNearCache();
 builder.AddDashboardApi();
 
 var app = builder.Build();

@@ -3,6 +3,7 @@ using StatsCache.Cache;
 using StatsCache.Source;
 using StatsCache.WebHost.Api;
 using StatsCache.WebHost.Hosting;
+using StatsCache.WebHost.NearCache;
 using ZiggyCreatures.Caching.Fusion;
 
 namespace StatsCache.Benchmarks;
@@ -22,6 +23,8 @@ public static class BenchHost
         builder.AddStatsCacheAuthentication();
         builder.AddStatsCacheOrleans();
         builder.AddStatsCacheHealthChecks();
+        builder.AddStatsCacheRequestLimits();
+        builder.AddStatsCacheNearCache();
         builder.AddDashboardApi();
 
         // The contenders' own source: co-hosted, the silo registers one too, but a client-mode host has none.
@@ -37,6 +40,7 @@ public static class BenchHost
         app.UseStatusCodePages();
         app.UseAuthentication();
         app.UseAuthorization();
+        app.UseStatsCacheRequestLimits();
         app.MapStatsCacheHealthChecks();
         app.MapDashboardApi();
         app.MapContenders();

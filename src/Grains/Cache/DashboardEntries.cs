@@ -25,6 +25,9 @@ internal sealed partial class DashboardEntries(
 {
     private static readonly DashboardResult Refused = new(null, Stale: false, TimeSpan.Zero, Refused: true);
 
+    // A watcher's lease is the web host's to choose, up to this.
+    private static readonly TimeSpan MaxWatch = TimeSpan.FromMinutes(1);
+
     private readonly Dictionary<(string View, string Parameters), Entry> _entries = [];
     private readonly CancellationTokenSource _lifetime = new();
     private Task _writing = Task.CompletedTask;
@@ -85,6 +88,7 @@ internal sealed partial class DashboardEntries(
         foreach (var entry in _entries.Values)
         {
             entry.Timer.Dispose();
+            Push(entry, removed: true); // the next read activates the grain again, without the watchers
         }
 
         metrics.EntriesReleased(_entries.Count);
@@ -114,6 +118,10 @@ internal sealed partial class DashboardEntries(
 
         var now = time.GetUtcNow();
         entry.LastReadAt = now;
+        if (request.Watcher is { } watcher)
+        {
+            Watch(entry, watcher, now + (request.WatchFor < MaxWatch ? request.WatchFor : MaxWatch));
+        }
 
         // An entry with nothing usable loads (or joins the load in flight) unless a failed load is
         // backing off: then readers get 503 at once instead of turning an outage into a query per request.
@@ -295,14 +303,14 @@ internal sealed partial class DashboardEntries(
         var nextRefreshIn = entry.NextRefreshAt > now ? entry.NextRefreshAt - now : TimeSpan.Zero;
         if (entry.Snapshot is not { } snapshot)
         {
-            return new DashboardResult(null, Stale: true, nextRefreshIn);
+            return new DashboardResult(null, Stale: true, nextRefreshIn, Version: entry.Version);
         }
 
         var age = now - snapshot.AsOf;
         var stale = entry.Failures > 0 || age > entry.View.Ttl;
         return stale && age > options.MaxStaleDuration
-            ? new DashboardResult(null, Stale: true, nextRefreshIn)
-            : new DashboardResult(snapshot, stale, nextRefreshIn);
+            ? new DashboardResult(null, Stale: true, nextRefreshIn, Version: entry.Version)
+            : new DashboardResult(snapshot, stale, nextRefreshIn, Version: entry.Version);
     }
 
     private void Schedule(Entry entry, TimeSpan delay)
@@ -314,12 +322,50 @@ internal sealed partial class DashboardEntries(
 
         entry.NextRefreshAt = time.GetUtcNow() + delay;
         entry.Timer.Change(delay, Timeout.InfiniteTimeSpan);
+
+        // Every change of what a reader gets comes with a new schedule: a load's new snapshot or asOf, a failure's
+        // stale flag and retry, a change moving the refresh closer.
+        Push(entry, removed: false);
+    }
+
+    private void Watch(Entry entry, IDashboardWatcher watcher, DateTimeOffset until)
+    {
+        entry.Watchers ??= [];
+        entry.Watchers[watcher] = until;
+    }
+
+    /// <summary>
+    /// Tells the entry's watchers what a read would now get (or that the entry is gone), under a new version.
+    /// One-way calls, fanned out: a web host that is slow or gone holds up nothing here.
+    /// </summary>
+    private void Push(Entry entry, bool removed)
+    {
+        var now = time.GetUtcNow();
+        entry.Version = Math.Max(entry.Version + 1, now.UtcTicks);
+        if (entry.Watchers is not { Count: > 0 } watchers)
+        {
+            return;
+        }
+
+        var result = removed ? null : Read(entry, now);
+        var change = new DashboardChange(scope, entry.View.Name, entry.Parameters.Key, result, entry.Version);
+        foreach (var (watcher, until) in watchers)
+        {
+            if (until <= now)
+            {
+                watchers.Remove(watcher); // a lease nobody renewed (allowed while enumerating a Dictionary since .NET Core 3.0)
+                continue;
+            }
+
+            _ = watcher.OnChangedAsync(change);
+        }
     }
 
     private void Remove(Entry entry, string reason)
     {
         entry.Removed = true;
         entry.Timer.Dispose();
+        Push(entry, removed: true);
         _entries.Remove((entry.View.Name, entry.Parameters.Key));
         metrics.EntryRemoved(entry.View.Name, reason);
     }
@@ -392,6 +438,12 @@ internal sealed partial class DashboardEntries(
 
         /// <summary>When the timer reloads the entry (a refresh, or a retry after a failure).</summary>
         public DateTimeOffset NextRefreshAt { get; set; } = createdAt;
+
+        /// <summary>Grows with every change of the entry's answer; starts at the clock's ticks, so a new activation's are newer.</summary>
+        public long Version { get; set; } = createdAt.UtcTicks;
+
+        /// <summary>The web hosts watching the entry, with the end of each one's lease; null until one watches.</summary>
+        public Dictionary<IDashboardWatcher, DateTimeOffset>? Watchers { get; set; }
 
         /// <summary>When the last load ended, well or not (the floor of forced refreshes counts from it).</summary>
         public DateTimeOffset LoadEndedAt { get; set; } = DateTimeOffset.MinValue;

@@ -5,6 +5,7 @@ using Microsoft.Extensions.Options;
 using StatsCache.Catalog;
 using StatsCache.WebHost.Auth;
 using StatsCache.WebHost.Hosting;
+using StatsCache.WebHost.NearCache;
 
 namespace StatsCache.WebHost.Api;
 
@@ -63,6 +64,8 @@ public static class DashboardApi
         HttpContext context,
         DashboardCatalog catalog,
         DashboardGrains grains,
+        DashboardNearCache nearCache,
+        DashboardWatcher watcher,
         IOptions<ApiOptions> options,
         ApiMetrics metrics,
         ILoggerFactory loggers)
@@ -73,11 +76,19 @@ public static class DashboardApi
         }
 
         var (caller, definition, parameters, refresh) = read;
+        var key = new NearKey(caller.SiteId, caller.Role, definition.Scope == ViewScope.Site ? 0 : caller.UserId, definition.Name, parameters.Key);
+        if (!refresh && nearCache.IsEnabled && nearCache.TryGet(key, out var held, out var heldRefreshIn))
+        {
+            return Answer(context, read, held, stale: false, heldRefreshIn);
+        }
+
         DashboardResult result;
+        var readStarted = nearCache.ReadStarting();
+        var watching = watcher.Reference;
         try
         {
             var grain = grains.User(caller.SiteId, caller.Role, caller.UserId);
-            var request = new DashboardRequest(definition.Name, parameters.Key, refresh);
+            var request = new DashboardRequest(definition.Name, parameters.Key, refresh, watching, nearCache.LeaseDuration);
             result = await GrainCalls.ReadAsync(
                 static (call, ct) => call.grain.GetAsync(call.request, ct), (grain, request), options.Value, context.RequestAborted);
         }
@@ -100,13 +111,20 @@ public static class DashboardApi
                 $"View '{definition.Name}' has no usable snapshot and loading it failed; retry later.");
         }
 
-        if (SnapshotResult.SetCacheHeaders(context, snapshot, result.Stale, result.NextRefreshIn))
+        if (watching is not null)
         {
-            return TypedResults.StatusCode(StatusCodes.Status304NotModified);
+            nearCache.Store(key, result, definition.Ttl, readStarted);
         }
 
-        return new SnapshotResult(caller, definition, parameters, snapshot, result.Stale);
+        return Answer(context, read, snapshot, result.Stale, result.NextRefreshIn);
     }
+
+    // The same answer from the grain's result or the near-cache's copy of it.
+    private static Results<SnapshotResult, StatusCodeHttpResult, ProblemHttpResult> Answer(
+        HttpContext context, ViewRead read, DashboardSnapshot snapshot, bool stale, TimeSpan nextRefreshIn) =>
+        SnapshotResult.SetCacheHeaders(context, snapshot, stale, nextRefreshIn)
+            ? TypedResults.StatusCode(StatusCodes.Status304NotModified)
+            : new SnapshotResult(read.Caller, read.View, read.Parameters, snapshot, stale);
 
     /// <summary>
     /// The checks every read of a view goes through, in order: the view exists (404), the caller's

@@ -1,0 +1,69 @@
+using Microsoft.Extensions.Options;
+using Orleans.Runtime;
+
+namespace StatsCache.WebHost.NearCache;
+
+/// <summary>
+/// The near-cache and the web host's one watcher reference, and what empties it: the client losing a gateway
+/// (client mode) or a silo leaving the cluster (co-hosted), since the grains that pushed here reactivate elsewhere
+/// without this watcher.
+/// </summary>
+public static class NearCacheExtensions
+{
+    public static WebApplicationBuilder AddStatsCacheNearCache(this WebApplicationBuilder builder)
+    {
+        builder.Services.AddOptions<NearCacheOptions>().BindConfiguration(NearCacheOptions.SectionName).ValidateDataAnnotations().ValidateOnStart();
+        builder.Services.AddSingleton<DashboardNearCache>();
+        builder.Services.AddSingleton<DashboardWatcher>();
+        builder.Services.AddSingleton<IClusterConnectionStatusObserver, ClearOnGatewayLoss>();
+        builder.Services.AddHostedService<ClearOnSiloLoss>();
+        return builder;
+    }
+
+    // Client mode: Orleans' client tells every registered observer when its gateways change.
+    private sealed class ClearOnGatewayLoss(DashboardNearCache cache) : IClusterConnectionStatusObserver
+    {
+        public void NotifyGatewayCountChanged(int currentNumberOfGateways, int previousNumberOfGateways, bool connectionRecovered)
+        {
+            if (currentNumberOfGateways < previousNumberOfGateways)
+            {
+                cache.Clear();
+            }
+        }
+
+        public void NotifyClusterConnectionLost() => cache.Clear();
+    }
+
+    // Co-hosted: the silo's view of the membership table; a silo that stops being active took its grains' watchers along.
+    private sealed class ClearOnSiloLoss(IServiceProvider services, DashboardNearCache cache) : BackgroundService
+    {
+        protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+        {
+            if (services.GetService<IClusterMembershipService>() is not { } membership)
+            {
+                return; // client mode: ClearOnGatewayLoss
+            }
+
+            var active = new HashSet<SiloAddress>();
+            await foreach (var snapshot in membership.MembershipUpdates.WithCancellation(stoppingToken))
+            {
+                var now = snapshot.Members.Values.Where(m => m.Status == SiloStatus.Active).Select(m => m.SiloAddress).ToHashSet();
+                if (active.Any(silo => !now.Contains(silo)))
+                {
+                    cache.Clear();
+                }
+
+                active = now;
+            }
+        }
+    }
+}
+
+/// <summary>The web host's one <see cref="IDashboardWatcher"/> reference (to <see cref="DashboardNearCache"/>), made once Orleans runs.</summary>
+public sealed class DashboardWatcher(IGrainFactory grains, DashboardNearCache cache, IOptions<NearCacheOptions> options)
+{
+    private readonly Lazy<IDashboardWatcher> _reference = new(() => grains.CreateObjectReference<IDashboardWatcher>(cache));
+
+    /// <summary>The watcher a read registers, or null when the near-cache is off.</summary>
+    public IDashboardWatcher? Reference => options.Value.IsEnabled ? _reference.Value : null;
+}
