@@ -26,7 +26,7 @@ public sealed class ChangeFeedTests(TestDatabase db, ITestOutputHelper output) :
     {
         _factory.Settings["StatsCache:Changes:IsEnabled"] = "true";
         _factory.CreateClient().Dispose(); // start the host, and with it the silo's listener
-        await WaitUntilAsync(async () => await ListenersAsync() > 0, "the change feed listening");
+        await WaitUntilAsync(async () => await ListenersAsync(db) > 0, "the change feed listening");
     }
 
     public async Task DisposeAsync() => await _factory.DisposeAsync();
@@ -114,7 +114,7 @@ public sealed class ChangeFeedTests(TestDatabase db, ITestOutputHelper output) :
         await InsertSilentlyAsync(site, client);
 
         await WaitUntilAsync(async () => await ClientOrdersAsync(site, client) == 1, "the order shown after the listener reconnected");
-        Assert.True(await ListenersAsync() > 0);
+        Assert.True(await ListenersAsync(db) > 0);
         Assert.True(reconnects.Count >= 1, "The listener's reconnection was not counted.");
     }
 
@@ -194,7 +194,8 @@ public sealed class ChangeFeedTests(TestDatabase db, ITestOutputHelper output) :
         return (bool)(await command.ExecuteScalarAsync())!;
     }
 
-    private async Task<long> ListenersAsync()
+    /// <summary>The change feed's listening connections on the test database (one per silo with the feed on).</summary>
+    internal static async Task<long> ListenersAsync(TestDatabase db)
     {
         // Listening: the connection's last statement is its LISTEN (or the periodic probe after it).
         await using var command = db.DataSource.CreateCommand(

@@ -41,7 +41,10 @@ public sealed class MetricsRecorder : IDisposable
             }
 
             _totals.AddOrUpdate((instrument.Name, view, outcome), value, (_, total) => total + value);
-            _totals.AddOrUpdate((instrument.Name, null, null), value, (_, total) => total + value);
+            if (view is not null || outcome is not null)
+            {
+                _totals.AddOrUpdate((instrument.Name, null, null), value, (_, total) => total + value); // the instrument's total
+            }
         });
         _listener.Start();
     }
