@@ -93,10 +93,7 @@ public sealed class SiloProcess : IAsyncDisposable
         if (!_process.HasExited)
         {
             // Process.Kill is SIGKILL; a graceful stop needs SIGTERM, which the .NET host turns into a shutdown.
-            using (var kill = Process.Start("kill", ["-TERM", _process.Id.ToString(CultureInfo.InvariantCulture)]))
-            {
-                await kill.WaitForExitAsync();
-            }
+            await SignalAsync("TERM");
 
             using var deadline = new CancellationTokenSource(timeout ?? TimeSpan.FromSeconds(30));
             try
@@ -110,6 +107,13 @@ public sealed class SiloProcess : IAsyncDisposable
         }
 
         return _process.ExitCode;
+    }
+
+    /// <summary>Sends the silo a signal: <c>STOP</c> hangs it without a word to the cluster, <c>CONT</c> lets it go on.</summary>
+    public async Task SignalAsync(string signal)
+    {
+        using var kill = Process.Start("kill", [$"-{signal}", _process.Id.ToString(CultureInfo.InvariantCulture)])!;
+        await kill.WaitForExitAsync();
     }
 
     /// <summary>Kills the silo with SIGKILL, as a crash or a lost node would: no goodbye to the cluster.</summary>
