@@ -60,6 +60,9 @@ public sealed class BenchEnvironment
     /// <summary>Writes per second whose client's dashboard is polled until it shows them (BENCH_FRESH_PROBES_PER_SECOND).</summary>
     public int FreshProbesPerSecond { get; init; } = 5;
 
+    /// <summary>Seconds of each round of the abuse scenario (BENCH_ABUSE_SECONDS).</summary>
+    public int AbuseSeconds { get; init; } = 10;
+
     public static BenchEnvironment FromEnvironment()
     {
         var bin = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar)); // .../bin/Release/net10.0
@@ -92,6 +95,7 @@ public sealed class BenchEnvironment
             FreshClients = freshClients,
             FreshReaders = Int("BENCH_FRESH_READERS", freshClients),
             FreshProbesPerSecond = Int("BENCH_FRESH_PROBES_PER_SECOND", 5),
+            AbuseSeconds = Int("BENCH_ABUSE_SECONDS", 10),
         };
     }
 

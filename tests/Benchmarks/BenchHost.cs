@@ -60,6 +60,9 @@ public sealed class BenchCounters : IDisposable
     public const string NoCacheLoads = "nocache.loads";
     public const string FusionLoads = "fusion.loads";
 
+    /// <summary>The benchmark host's near-cache misses: reads that called the grain.</summary>
+    public const string NearCacheMisses = "statscache.nearcache.misses";
+
     /// <summary>Bytes this process has allocated since it started (<see cref="GC.GetTotalAllocatedBytes"/>): a hit's cost in garbage.</summary>
     public const string AllocatedBytes = "process.allocated_bytes";
 
@@ -70,6 +73,7 @@ public sealed class BenchCounters : IDisposable
         ["statscache.loads.joined"] = 0,
         [NoCacheLoads] = 0,
         [FusionLoads] = 0,
+        [NearCacheMisses] = 0,
     };
 
     public BenchCounters()

@@ -23,6 +23,9 @@ public sealed partial class BenchRun
         ["DOTNET_ENVIRONMENT"] = "Production",
         ["ASPNETCORE_ENVIRONMENT"] = "Production",
         ["Logging__LogLevel__Default"] = "Warning",
+        // Every scenario's load comes from few callers by design (hit's one hot key, stampede's 1,000 requests for one
+        // key, fresh's admin polling every 20 ms): the per-caller request limit would measure 429s. abuse turns it on.
+        ["StatsCache__RequestLimit__IsEnabled"] = "false",
         [BenchHost.BarePayloadPathKey.Replace(":", "__", StringComparison.Ordinal)] = BarePayloadPath,
     };
 
@@ -93,6 +96,19 @@ public sealed partial class BenchRun
         }
 
         return (_webHosts.Take(webHosts).ToList(), _benchClients.Take(benchClients).ToList());
+    }
+
+    /// <summary>One more src/WebHost in client mode of the cluster <see cref="ClusterAsync"/> started, with <paramref name="overrides"/>.</summary>
+    public Task<HttpHost> StartClusterWebHostAsync(string name, IReadOnlyDictionary<string, string> overrides)
+    {
+        var environment = ClusterEnvironment();
+        environment["Orleans__Mode"] = "Client";
+        foreach (var (key, value) in overrides)
+        {
+            environment[key] = value;
+        }
+
+        return StartHttpHostAsync(name, _env.WebHostDll, [], environment);
     }
 
     /// <summary>Stops the hosts only the stampede needs, so they do not share the cores during the hit runs.</summary>

@@ -12,13 +12,13 @@ namespace StatsCache.Benchmarks;
 
 /// <summary>
 /// Runs the scenarios of issue 5 side by side in one run and reports them: <c>source</c>, <c>stampede</c>,
-/// <c>hit</c>, <c>refresh</c>, and issue 7's <c>fresh</c>. bench.sh has started PostgreSQL (with pg_stat_statements) and generated
+/// <c>hit</c>, <c>refresh</c>, issue 11's <c>abuse</c> and issue 7's <c>fresh</c>. bench.sh has started PostgreSQL (with pg_stat_statements) and generated
 /// the data; the driver starts and stops every host and silo itself.
 /// </summary>
 public static class Driver
 {
     // fresh last: the orders it inserts would change what the others read.
-    public static readonly string[] AllScenarios = ["source", "stampede", "hit", "refresh", "fresh"];
+    public static readonly string[] AllScenarios = ["source", "stampede", "hit", "refresh", "abuse", "fresh"];
 
     /// <summary>The user-scoped view the HTTP scenarios read: one row per client, a typical snapshot.</summary>
     public const string HitView = "client-stats";
@@ -70,6 +70,7 @@ public static class Driver
                     "stampede" => bench.StampedeAsync(),
                     "hit" => bench.HitAsync(),
                     "fresh" => bench.FreshAsync(),
+                    "abuse" => bench.AbuseAsync(),
                     _ => bench.RefreshAsync(),
                 });
                 Console.WriteLine($"   ({scenarioStarted.Elapsed.TotalSeconds:F0} s)");

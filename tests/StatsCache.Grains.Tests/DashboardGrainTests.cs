@@ -235,6 +235,26 @@ public sealed class DashboardGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task OneGrainRunsAtMostTwoLoadsAtOnceAndTheRestWaitTheirTurn()
+    {
+        var site = ClusterFixture.NewSite();
+        var gate = _source.Block(site);
+        var burst = Enumerable.Range(1, 4).Select(days => ReadAsync(site, "client", 1, ClusterFixture.Ranged, Days(ClusterFixture.Ranged, days))).ToList();
+        await _source.WaitForLoadsAsync(site, 2, Timeout);
+
+        // The positive control: another user's grain starts its load; the first grain's other two still wait.
+        var other = ReadAsync(site, "client", 2, ClusterFixture.Slow);
+        await _source.WaitForLoadsAsync(site, 3, Timeout);
+        Assert.Equal(3, _source.Loads(site));
+
+        gate.SetResult();
+        Assert.All(await Task.WhenAll(burst), r => Assert.NotNull(r.Snapshot));
+        Assert.NotNull((await other).Snapshot);
+        Assert.Equal(5, _source.Loads(site));
+        _source.Unblock(site);
+    }
+
+    [Fact]
     public async Task IdleEntryStopsRefreshing()
     {
         var site = ClusterFixture.NewSite();

@@ -65,4 +65,11 @@ public sealed class DashboardCacheOptions
     /// <summary>How fast a caller's budget of new entries (<see cref="NewEntryBurst"/>) fills up again.</summary>
     [Range(0.01, 10_000.0)]
     public double NewEntriesPerSecond { get; set; } = 1;
+
+    /// <summary>
+    /// The most loads one grain (one caller's, or one site's and role's) runs at once; the others wait their turn. Keeps
+    /// a burst of new entries from putting many queries on PostgreSQL together.
+    /// </summary>
+    [Range(1, 64)]
+    public int MaxConcurrentLoadsPerGrain { get; set; } = 2;
 }

@@ -30,6 +30,7 @@ internal sealed partial class DashboardEntries(
 
     private readonly Dictionary<(string View, string Parameters), Entry> _entries = [];
     private readonly CancellationTokenSource _lifetime = new();
+    private readonly SemaphoreSlim _loadSlots = new(options.MaxConcurrentLoadsPerGrain);
     private Task _writing = Task.CompletedTask;
     private bool _dirty;
 
@@ -218,7 +219,34 @@ internal sealed partial class DashboardEntries(
         return load;
     }
 
+    /// <summary>
+    /// Runs a load once one of the grain's <see cref="DashboardCacheOptions.MaxConcurrentLoadsPerGrain"/> slots is free:
+    /// a burst of new entries (one caller cycling a parameter, a site's admin opening every view) reaches PostgreSQL a
+    /// few queries at a time instead of all at once. Readers join the load while it waits, as while it runs.
+    /// </summary>
     private async Task RunLoadAsync(Entry entry, long generation)
+    {
+        try
+        {
+            await _loadSlots.WaitAsync(_lifetime.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            entry.InFlight = null; // the grain is deactivating
+            return;
+        }
+
+        try
+        {
+            await LoadNowAsync(entry, generation);
+        }
+        finally
+        {
+            _loadSlots.Release();
+        }
+    }
+
+    private async Task LoadNowAsync(Entry entry, long generation)
     {
         var startedAt = time.GetUtcNow();
         var started = time.GetTimestamp();
