@@ -161,41 +161,6 @@ public sealed class ClusterTests(TestDatabase db, ITestOutputHelper output)
     }
 
     [Fact]
-    public async Task CommittedWriteReachesANearCachedEntryOnATwoSiloClusterWithinASecond()
-    {
-        var settings = ClusterSettings();
-        await using var silos = await StartActiveSilosAsync(settings, count: 2);
-        await using var web = ClientWebHost(settings);
-        using var metrics = new MetricsRecorder(web.Services);
-        var site = await db.NewWebsiteAsync();
-        var clients = new List<(long Id, HttpClient Http)>();
-        for (var i = 0; i < 6; i++)
-        {
-            var client = await db.NewUserAsync(site, "client");
-            clients.Add((client, web.ClientFor(site, "client", client)));
-        }
-
-        foreach (var (id, http) in clients.Concat(clients))
-        {
-            Assert.Equal(0m, (await GetClientStatsAsync(http, id)).Spent);
-        }
-
-        Assert.Equal(clients.Count, metrics.Total("statscache.nearcache.hits")); // the second round came from memory
-        await WaitUntilAsync(async () => await ChangeFeedTests.ListenersAsync(db) >= 2, "both silos listening to the change feed");
-
-        foreach (var (id, http) in clients)
-        {
-            var written = Stopwatch.StartNew();
-            await InsertOrderAsync(site, id, price: 5m);
-            await WaitUntilAsync(async () => (await GetClientStatsAsync(http, id)).Spent == 5m, "the write visible");
-            output.WriteLine($"user {id}: write to visible {written.Elapsed.TotalMilliseconds:F0} ms");
-            Assert.True(written.Elapsed < TimeSpan.FromSeconds(1), $"User {id} saw the order after {written.Elapsed.TotalMilliseconds:F0} ms.");
-        }
-
-        Assert.True(metrics.Total("statscache.nearcache.pushes") >= clients.Count, "The grains pushed the new answers to the web host.");
-    }
-
-    [Fact]
     public async Task HungSiloEntriesStopBeingAnsweredFromTheNearCacheWithinTheLease()
     {
         var lease = TimeSpan.FromSeconds(2);
@@ -272,6 +237,7 @@ public sealed class ClusterTests(TestDatabase db, ITestOutputHelper output)
         var settings = ClusterSettings();
         await using var silos = await StartActiveSilosAsync(settings, count: 2);
         await using var web = ClientWebHost(settings);
+        using var metrics = new MetricsRecorder(web.Services);
 
         var site = await db.NewWebsiteAsync();
         var users = new List<long>();
@@ -280,11 +246,14 @@ public sealed class ClusterTests(TestDatabase db, ITestOutputHelper output)
             users.Add(await db.NewUserAsync(site, "client"));
         }
 
-        // Warm every user's grain (they spread over both silos), then write for each.
-        foreach (var user in users)
+        // Warm every user's grain (they spread over both silos) and the web host's near-cache (the second round is
+        // answered from it), then write for each: the grains' pushes must keep the near-cached entries current.
+        foreach (var user in users.Concat(users))
         {
             Assert.Equal(0m, (await GetClientStatsAsync(web, site, user)).Spent);
         }
+
+        Assert.Equal(users.Count, metrics.Total("statscache.nearcache.hits"));
 
         var slowest = TimeSpan.Zero;
         foreach (var user in users)
@@ -296,6 +265,7 @@ public sealed class ClusterTests(TestDatabase db, ITestOutputHelper output)
         }
 
         output.WriteLine($"slowest write to visible on the cluster: {slowest.TotalMilliseconds:F0} ms");
+        Assert.True(metrics.Total("statscache.nearcache.pushes") >= users.Count, "The grains pushed the new answers to the web host.");
         Assert.True(slowest < TimeSpan.FromSeconds(1), $"A write took {slowest.TotalMilliseconds:F0} ms to show.");
     }
 
