@@ -1,4 +1,3 @@
-using System.Collections.Immutable;
 using Orleans.Concurrency;
 using StatsCache.Cache;
 using StatsCache.Catalog;
@@ -13,50 +12,23 @@ namespace StatsCache;
 [GrainType(TypeName)]
 public sealed class SiteDashboardGrain(
     [PersistentState(DashboardSnapshots.StateName, DashboardSnapshots.StorageName)] IPersistentState<DashboardSnapshots> store,
-    DashboardCache cache) : Grain, ISiteDashboardGrain
+    DashboardCache cache) : DashboardGrain(store, cache), ISiteDashboardGrain
 {
     // Orleans' default name for this class, declared so references can be made without resolving it (DashboardGrains).
     private const string TypeName = "sitedashboard";
 
     public static readonly GrainType GrainType = GrainType.Create(TypeName);
 
-    private DashboardScope _scope;
-    private DashboardEntries _entries = null!;
-
-    public override Task OnActivateAsync(CancellationToken cancellationToken)
-    {
-        _scope = DashboardScope.Parse(this.GetPrimaryKeyString());
-        if (_scope.UserId is not null)
-        {
-            throw new ArgumentException($"'{this.GetPrimaryKeyString()}' is not a site grain key \"{{site}}/{{role}}\".");
-        }
-
-        _entries = cache.CreateEntries(this, store, _scope);
-        _entries.Restore();
-        cache.Active.Add(_scope);
-        return Task.CompletedTask;
-    }
-
-    public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
-    {
-        cache.Active.Remove(_scope);
-        return _entries.DeactivateAsync();
-    }
-
-    public Task InvalidateAsync(ImmutableArray<string> views)
-    {
-        _entries.Invalidate(views);
-        return Task.CompletedTask;
-    }
+    protected override bool IsUserGrain => false;
 
     public ValueTask<DashboardResult> GetAsync(DashboardRequest request, bool mayAddEntry, CancellationToken cancellationToken = default)
     {
-        var view = cache.Catalog.Find(request.View) ?? throw new ArgumentException($"Unknown view '{request.View}'.", nameof(request));
-        if (view.Scope != ViewScope.Site || !view.AllowsRole(_scope.Role))
+        var view = Catalog.Find(request.View) ?? throw new ArgumentException($"Unknown view '{request.View}'.", nameof(request));
+        if (view.Scope != ViewScope.Site || !view.AllowsRole(Scope.Role))
         {
-            throw new UnauthorizedAccessException($"View '{view.Name}' is not a site view for role '{_scope.Role}'.");
+            throw new UnauthorizedAccessException($"View '{view.Name}' is not a site view for role '{Scope.Role}'.");
         }
 
-        return _entries.GetAsync(view, request, mayAddEntry, cancellationToken);
+        return Entries.GetAsync(view, request, mayAddEntry, cancellationToken);
     }
 }

@@ -39,8 +39,13 @@ public sealed class StatsCacheFactory : WebApplicationFactory<Program>
     /// Waits until a forced refresh reloads again: the floor is a rule of time, counted from the end of the entry's last
     /// load, which <paramref name="sinceLoad"/> started timing after that load's answer came.
     /// </summary>
-    public static Task WaitOutRefreshFloorAsync(System.Diagnostics.Stopwatch sinceLoad) =>
-        sinceLoad.Elapsed >= MinRefreshInterval ? Task.CompletedTask : Task.Delay(MinRefreshInterval - sinceLoad.Elapsed);
+    public static Task WaitOutRefreshFloorAsync(System.Diagnostics.Stopwatch sinceLoad)
+    {
+        // A little past it: Task.Delay counts whole milliseconds, and the load can end less than one before the
+        // test's stopwatch starts.
+        var left = MinRefreshInterval + TimeSpan.FromMilliseconds(50) - sinceLoad.Elapsed;
+        return left > TimeSpan.Zero ? Task.Delay(left) : Task.CompletedTask;
+    }
 
     public static int FreePort()
     {

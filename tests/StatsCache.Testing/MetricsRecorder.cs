@@ -1,26 +1,27 @@
 using System.Collections.Concurrent;
 using System.Diagnostics.Metrics;
 using Microsoft.Extensions.DependencyInjection;
-using Microsoft.Extensions.Logging;
 using StatsCache.Cache;
+using Xunit;
 
-namespace StatsCache.Integration.Tests;
+namespace StatsCache.Testing;
 
 /// <summary>
-/// Sums the <c>StatsCache</c> meter's counters of one web host (its meter factory's meter only, so hosts of
-/// other tests do not count) by instrument, view and outcome or reason.
+/// Sums the <c>StatsCache</c> meter's counters by instrument, view and outcome (or reason), so tests can count and
+/// wait on what the service did. Given a host's services, only that host's meters count (hosts of other tests do
+/// not); without, every <c>StatsCache</c> meter in the process does (one TestingHost silo).
 /// </summary>
 public sealed class MetricsRecorder : IDisposable
 {
     private readonly MeterListener _listener = new();
     private readonly ConcurrentDictionary<(string Instrument, string? View, string? Outcome), long> _totals = new();
 
-    public MetricsRecorder(IServiceProvider services)
+    public MetricsRecorder(IServiceProvider? services = null)
     {
-        var meters = services.GetRequiredService<IMeterFactory>();
+        var meters = services?.GetRequiredService<IMeterFactory>();
         _listener.InstrumentPublished = (instrument, listener) =>
         {
-            if (instrument.Meter.Name == DashboardMetrics.MeterName && ReferenceEquals(instrument.Meter.Scope, meters))
+            if (instrument.Meter.Name == DashboardMetrics.MeterName && (meters is null || ReferenceEquals(instrument.Meter.Scope, meters)))
             {
                 listener.EnableMeasurementEvents(instrument);
             }
@@ -49,9 +50,21 @@ public sealed class MetricsRecorder : IDisposable
         _listener.Start();
     }
 
-    /// <summary>The counter's total for a view and outcome; with no view, over every view and outcome.</summary>
+    /// <summary>The counter's total for a view and outcome; with neither, over every view and outcome.</summary>
     public long Total(string instrument, string? view = null, string? outcome = null) =>
         _totals.GetValueOrDefault((instrument, view, outcome));
+
+    /// <summary>Polls until the counter reaches <paramref name="atLeast"/>, failing after the deadline.</summary>
+    public async Task WaitForAsync(string instrument, string? view, long atLeast, string? outcome = null, TimeSpan? timeout = null)
+    {
+        var deadline = DateTime.UtcNow + (timeout ?? TimeSpan.FromSeconds(10));
+        while (Total(instrument, view, outcome) < atLeast)
+        {
+            Assert.True(DateTime.UtcNow < deadline,
+                $"{instrument}{{view={view}, outcome={outcome}}} stayed at {Total(instrument, view, outcome)}, expected at least {atLeast}.");
+            await Task.Delay(TimeSpan.FromMilliseconds(10));
+        }
+    }
 
     public void Dispose() => _listener.Dispose();
 }
