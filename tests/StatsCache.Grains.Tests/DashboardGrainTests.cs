@@ -235,7 +235,7 @@ public sealed class DashboardGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
-    public async Task OneGrainRunsAtMostTwoLoadsAtOnceAndTheRestWaitTheirTurn()
+    public async Task OneGrainRunsAtMostTwoFirstLoadsAtOnceAndTheRestWaitTheirTurn()
     {
         var site = ClusterFixture.NewSite();
         var gate = _source.Block(site);

@@ -17,7 +17,7 @@ public sealed class LimitsTests(TestDatabase db)
     [Fact]
     public async Task RefreshWithinTheFloorAnswersTheCurrentSnapshotWithoutALoad()
     {
-        await using var web = Host(("StatsCache:Cache:MinRefreshInterval", "00:01:00"));
+        await using var web = StatsCacheFactory.Started([("StatsCache:Cache:MinRefreshInterval", "00:01:00")]);
         using var metrics = new MetricsRecorder(web.Services);
         var site = await db.NewWebsiteAsync();
         var client = await db.NewUserAsync(site, "client");
@@ -41,7 +41,7 @@ public sealed class LimitsTests(TestDatabase db)
     [Fact]
     public async Task CallerCyclingAParameterGets429WhileOthersAndItsCachedEntriesGet200()
     {
-        await using var web = Host(SmallNewEntryBudget);
+        await using var web = StatsCacheFactory.Started(SmallNewEntryBudget);
         using var metrics = new MetricsRecorder(web.Services);
         var site = await db.NewWebsiteAsync();
         var abuser = web.ClientFor(site, "admin", await db.NewUserAsync(site, "admin"));
@@ -76,7 +76,7 @@ public sealed class LimitsTests(TestDatabase db)
     [Fact]
     public async Task RequestLimitIsPerCallerAnsweredWithProblemDetailsAndNeverTouchesOperationalEndpoints()
     {
-        await using var web = Host(SmallRequestLimit);
+        await using var web = StatsCacheFactory.Started(SmallRequestLimit);
         using var metrics = new MetricsRecorder(web.Services);
         var site = await db.NewWebsiteAsync();
         var first = web.ClientFor(site, "client", await db.NewUserAsync(site, "client"));
@@ -113,7 +113,7 @@ public sealed class LimitsTests(TestDatabase db)
     [Fact]
     public async Task RequestLimitCanBeSwitchedOff()
     {
-        await using var web = Host([.. SmallRequestLimit, ("StatsCache:RequestLimit:IsEnabled", "false")]);
+        await using var web = StatsCacheFactory.Started([.. SmallRequestLimit, ("StatsCache:RequestLimit:IsEnabled", "false")]);
         var site = await db.NewWebsiteAsync();
         var http = web.ClientFor(site, "client", await db.NewUserAsync(site, "client"));
         for (var i = 0; i < 4 * RequestBurst; i++)
@@ -130,15 +130,4 @@ public sealed class LimitsTests(TestDatabase db)
     private static readonly (string, string)[] SmallNewEntryBudget =
         [("StatsCache:Cache:NewEntryBurst", $"{NewEntryBurst}"), ("StatsCache:Cache:NewEntriesPerSecond", "0.01")];
 
-    private static StatsCacheFactory Host(params (string Key, string Value)[] settings)
-    {
-        var web = new StatsCacheFactory();
-        foreach (var (key, value) in settings)
-        {
-            web.Settings[key] = value;
-        }
-
-        _ = web.Services; // start it now, so tests measure requests, not start-up
-        return web;
-    }
 }

@@ -18,7 +18,7 @@ public sealed class NearCacheTests(TestDatabase db, ITestOutputHelper output)
     [Fact]
     public async Task HitMakesNoGrainCallAndGivesTheGrainsOwnAnswer()
     {
-        await using var web = Host();
+        await using var web = StatsCacheFactory.Started([]);
         using var metrics = new MetricsRecorder(web.Services);
         var site = await db.NewWebsiteAsync();
         var client = await db.NewUserAsync(site, "client");
@@ -48,7 +48,7 @@ public sealed class NearCacheTests(TestDatabase db, ITestOutputHelper output)
     [Fact]
     public async Task SwitchedOffEveryReadCallsTheGrain()
     {
-        await using var web = Host(("StatsCache:NearCache:IsEnabled", "false"));
+        await using var web = StatsCacheFactory.Started([("StatsCache:NearCache:IsEnabled", "false")]);
         using var metrics = new MetricsRecorder(web.Services);
         var site = await db.NewWebsiteAsync();
         var http = web.ClientFor(site, "client", await db.NewUserAsync(site, "client"));
@@ -65,7 +65,7 @@ public sealed class NearCacheTests(TestDatabase db, ITestOutputHelper output)
     [Fact]
     public async Task LeaseRunsOutAndTheNextReadRenewsIt()
     {
-        await using var web = Host(("StatsCache:NearCache:LeaseDuration", "00:00:01"));
+        await using var web = StatsCacheFactory.Started([("StatsCache:NearCache:LeaseDuration", "00:00:01")]);
         using var metrics = new MetricsRecorder(web.Services);
         var site = await db.NewWebsiteAsync();
         var http = web.ClientFor(site, "client", await db.NewUserAsync(site, "client"));
@@ -90,7 +90,7 @@ public sealed class NearCacheTests(TestDatabase db, ITestOutputHelper output)
     public async Task OverTheCapTheLeastRecentlyReadEntriesGoFirst()
     {
         const int Cap = 100;
-        await using var web = Host(("StatsCache:NearCache:MaxEntries", $"{Cap}"), ("StatsCache:NearCache:LeaseDuration", "00:01:00"));
+        await using var web = StatsCacheFactory.Started([("StatsCache:NearCache:MaxEntries", $"{Cap}"), ("StatsCache:NearCache:LeaseDuration", "00:01:00")]);
         using var metrics = new MetricsRecorder(web.Services);
         var site = await db.NewWebsiteAsync();
         var clients = new List<HttpClient>();
@@ -120,7 +120,7 @@ public sealed class NearCacheTests(TestDatabase db, ITestOutputHelper output)
     [Fact]
     public async Task ConcurrentReadersOfManyUsersEachGetOnlyTheirOwnNumbers()
     {
-        await using var web = Host();
+        await using var web = StatsCacheFactory.Started([]);
         using var metrics = new MetricsRecorder(web.Services);
         var sites = new[] { await db.NewWebsiteAsync(), await db.NewWebsiteAsync() };
         var callers = new List<(HttpClient Http, long Site, long User, string View, long Orders)>();
@@ -167,7 +167,7 @@ public sealed class NearCacheTests(TestDatabase db, ITestOutputHelper output)
     [Fact]
     public async Task OnePushOfASiteEntryUpdatesEveryAdminsReadsOnTheWebHost()
     {
-        await using var web = Host(("StatsCache:Changes:IsEnabled", "true"), ("StatsCache:NearCache:LeaseDuration", "00:01:00"));
+        await using var web = StatsCacheFactory.Started([("StatsCache:Changes:IsEnabled", "true"), ("StatsCache:NearCache:LeaseDuration", "00:01:00")]);
         using var metrics = new MetricsRecorder(web.Services);
         var site = await db.NewWebsiteAsync();
         var client = await db.NewUserAsync(site, "client");
@@ -203,18 +203,6 @@ public sealed class NearCacheTests(TestDatabase db, ITestOutputHelper output)
         Assert.Equal(2, metrics.Total("statscache.loads", "admin-overview", "success"));
         Assert.True(metrics.Total("statscache.nearcache.pushes") >= 1);
         Assert.Equal(hits + admins.Count - 1, metrics.Total("statscache.nearcache.hits"));
-    }
-
-    private static StatsCacheFactory Host(params (string Key, string Value)[] settings)
-    {
-        var web = new StatsCacheFactory();
-        foreach (var (key, value) in settings)
-        {
-            web.Settings[key] = value;
-        }
-
-        _ = web.Services; // started now, so a test's reads measure reads, not start-up
-        return web;
     }
 
     private static async Task<long> SiteOrdersAsync(HttpClient admin) =>

@@ -47,6 +47,19 @@ public sealed class StatsCacheFactory : WebApplicationFactory<Program>
         return left > TimeSpan.Zero ? Task.Delay(left) : Task.CompletedTask;
     }
 
+    /// <summary>A host with <paramref name="settings"/> on top of the defaults, started now (so a test measures its requests, not start-up).</summary>
+    public static StatsCacheFactory Started(IEnumerable<(string Key, string Value)> settings, ILoggerProvider? logs = null)
+    {
+        var web = new StatsCacheFactory { LoggerProvider = logs };
+        foreach (var (key, value) in settings)
+        {
+            web.Settings[key] = value;
+        }
+
+        _ = web.Services;
+        return web;
+    }
+
     public static int FreePort()
     {
         using var listener = new TcpListener(IPAddress.Loopback, 0);

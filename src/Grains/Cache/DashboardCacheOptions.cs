@@ -67,9 +67,10 @@ public sealed class DashboardCacheOptions
     public double NewEntriesPerSecond { get; set; } = 1;
 
     /// <summary>
-    /// The most loads one grain (one caller's, or one site's and role's) runs at once; the others wait their turn. Keeps
-    /// a burst of new entries from putting many queries on PostgreSQL together.
+    /// The most first loads of new entries one grain (one caller's, or one site's and role's) runs at once; the others
+    /// wait their turn. Keeps a burst of new entries from putting many queries on PostgreSQL together. Refreshes and
+    /// retries are not held by it.
     /// </summary>
     [Range(1, 64)]
-    public int MaxConcurrentLoadsPerGrain { get; set; } = 2;
+    public int MaxConcurrentFirstLoadsPerGrain { get; set; } = 2;
 }

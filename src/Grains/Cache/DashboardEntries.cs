@@ -30,7 +30,7 @@ internal sealed partial class DashboardEntries(
 
     private readonly Dictionary<(string View, string Parameters), Entry> _entries = [];
     private readonly CancellationTokenSource _lifetime = new();
-    private readonly SemaphoreSlim _loadSlots = new(options.MaxConcurrentLoadsPerGrain);
+    private readonly SemaphoreSlim _firstLoadSlots = new(options.MaxConcurrentFirstLoadsPerGrain);
     private Task _writing = Task.CompletedTask;
     private bool _dirty;
 
@@ -220,15 +220,23 @@ internal sealed partial class DashboardEntries(
     }
 
     /// <summary>
-    /// Runs a load once one of the grain's <see cref="DashboardCacheOptions.MaxConcurrentLoadsPerGrain"/> slots is free:
-    /// a burst of new entries (one caller cycling a parameter, a site's admin opening every view) reaches PostgreSQL a
-    /// few queries at a time instead of all at once. Readers join the load while it waits, as while it runs.
+    /// Runs a load. An entry's first load waits for one of the grain's
+    /// <see cref="DashboardCacheOptions.MaxConcurrentFirstLoadsPerGrain"/> slots: a burst of new entries (one caller
+    /// cycling a parameter, an admin opening every view) reaches PostgreSQL a few queries at a time. Refreshes and
+    /// retries never wait there: one load hanging on a database that is coming back must not hold up the grain's
+    /// other entries (the soak's recovery stalled when they shared the slots). Readers join a load while it waits.
     /// </summary>
     private async Task RunLoadAsync(Entry entry, long generation)
     {
+        if (entry.Snapshot is not null || entry.Failures > 0)
+        {
+            await LoadNowAsync(entry, generation);
+            return;
+        }
+
         try
         {
-            await _loadSlots.WaitAsync(_lifetime.Token);
+            await _firstLoadSlots.WaitAsync(_lifetime.Token);
         }
         catch (OperationCanceledException)
         {
@@ -242,7 +250,7 @@ internal sealed partial class DashboardEntries(
         }
         finally
         {
-            _loadSlots.Release();
+            _firstLoadSlots.Release();
         }
     }
 

@@ -33,7 +33,7 @@ public sealed class PlatformTokenTests(TestDatabase db) : IDisposable
     public async Task SimpleJwtAccessTokensReadTheirUsersOwnDashboardsAndRefreshTokensAreRefused()
     {
         var logs = new CapturingLoggerProvider();
-        await using var web = Host(logs, [("Auth:SigningKey", _secretKey), .. PlatformSettings]);
+        await using var web = StatsCacheFactory.Started([("Auth:SigningKey", _secretKey), .. PlatformSettings], logs);
         var site = await db.NewWebsiteAsync();
         var (alice, bob) = (await db.NewUserAsync(site, "client"), await db.NewUserAsync(site, "client"));
         await db.NewOrderAsync(site, alice);
@@ -68,7 +68,7 @@ public sealed class PlatformTokenTests(TestDatabase db) : IDisposable
     public async Task Rs256AndHs256WorkSideBySideAndAnHs256TokenSignedWithThePublicKeyIsRefused()
     {
         var (rsaPrivate, rsaPublic) = await _issuer.NewKeyPairAsync("rsa", ec: false);
-        await using var web = Host(null, [("Auth:SigningKey", _secretKey), ("Auth:PublicKeyPath", rsaPublic), .. PlatformSettings]);
+        await using var web = StatsCacheFactory.Started([("Auth:SigningKey", _secretKey), ("Auth:PublicKeyPath", rsaPublic), .. PlatformSettings]);
         var site = await db.NewWebsiteAsync();
         var writer = await db.NewUserAsync(site, "writer");
 
@@ -88,7 +88,7 @@ public sealed class PlatformTokenTests(TestDatabase db) : IDisposable
     {
         var (ecPrivate, ecPublic) = await _issuer.NewKeyPairAsync("ec", ec: true);
         var (otherPrivate, _) = await _issuer.NewKeyPairAsync("other-ec", ec: true);
-        await using var web = Host(null, [("Auth:SigningKey", ""), ("Auth:PublicKeyPath", ecPublic), .. PlatformSettings]);
+        await using var web = StatsCacheFactory.Started([("Auth:SigningKey", ""), ("Auth:PublicKeyPath", ecPublic), .. PlatformSettings]);
         var site = await db.NewWebsiteAsync();
         var admin = await db.NewUserAsync(site, "admin");
 
@@ -127,7 +127,7 @@ public sealed class PlatformTokenTests(TestDatabase db) : IDisposable
         var (first, firstPublic) = await _issuer.NewKeyPairAsync("k1", ec: false);
         var (second, secondPublic) = await _issuer.NewKeyPairAsync("k2", ec: false);
         using var jwks = new JwksServer { Document = await _issuer.JwksAsync((firstPublic, "k1", "RS256")) };
-        await using var web = Host(null, [("Auth:SigningKey", ""), ("Auth:JwksUrl", jwks.Url.ToString()), ("Auth:JwksMinRefreshDuration", "00:00:01"), .. PlatformSettings]);
+        await using var web = StatsCacheFactory.Started([("Auth:SigningKey", ""), ("Auth:JwksUrl", jwks.Url.ToString()), ("Auth:JwksMinRefreshDuration", "00:00:01"), .. PlatformSettings]);
         var site = await db.NewWebsiteAsync();
         var client = await db.NewUserAsync(site, "client");
         var claims = Claims(client, site, "client", expiresIn: 600);
@@ -162,7 +162,7 @@ public sealed class PlatformTokenTests(TestDatabase db) : IDisposable
     [Fact]
     public async Task IssuerAndAudienceAreCheckedWhenSet()
     {
-        await using var web = Host(null, [("Auth:SigningKey", _secretKey), .. PlatformSettings, ("Auth:Issuer", "https://platform.example"), ("Auth:Audience", "statscache")]);
+        await using var web = StatsCacheFactory.Started([("Auth:SigningKey", _secretKey), .. PlatformSettings, ("Auth:Issuer", "https://platform.example"), ("Auth:Audience", "statscache")]);
         var site = await db.NewWebsiteAsync();
         var client = await db.NewUserAsync(site, "client");
         JsonObject Deployment(string? issuer, string? audience) => new() { ["SECRET_KEY"] = _secretKey, ["ISSUER"] = issuer, ["AUDIENCE"] = audience };
@@ -188,18 +188,6 @@ public sealed class PlatformTokenTests(TestDatabase db) : IDisposable
         {
             Assert.Contains(setting, failure.ToString(), StringComparison.Ordinal);
         }
-    }
-
-    private static StatsCacheFactory Host(CapturingLoggerProvider? logs, (string Key, string Value)[] settings)
-    {
-        var web = new StatsCacheFactory { LoggerProvider = logs };
-        foreach (var (key, value) in settings)
-        {
-            web.Settings[key] = value;
-        }
-
-        _ = web.Services; // started now, so a request's failure is the request's
-        return web;
     }
 
     private static JsonObject RsaDeployment(string privatePath, string publicPath) => new()
