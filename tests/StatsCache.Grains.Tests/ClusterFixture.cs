@@ -3,7 +3,6 @@ using Microsoft.Extensions.DependencyInjection;
 using Orleans.TestingHost;
 using StatsCache.Cache;
 using StatsCache.Catalog;
-using StatsCache.Hosting;
 using StatsCache.Source;
 
 namespace StatsCache.Grains.Tests;

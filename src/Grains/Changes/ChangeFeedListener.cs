@@ -5,7 +5,6 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using Npgsql;
 using StatsCache.Cache;
-using StatsCache.Hosting;
 
 namespace StatsCache.Changes;
 
@@ -30,7 +29,7 @@ public sealed partial class ChangeFeedListener(
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
         // A connection of its own, outside the pool the views' loads share, named for operators.
-        var connectionString = new NpgsqlConnectionStringBuilder(configuration.GetConnectionString(StatsCacheHostingExtensions.StatsConnectionName))
+        var connectionString = new NpgsqlConnectionStringBuilder(configuration.GetConnectionString(GrainServiceExtensions.StatsConnectionName))
         {
             ApplicationName = ApplicationName,
             Pooling = false,

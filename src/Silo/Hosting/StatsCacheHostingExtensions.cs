@@ -14,10 +14,10 @@ using StatsCache.Source;
 
 namespace StatsCache.Hosting;
 
-/// <summary>Wiring shared by the silo host and the web host (which may co-host a silo).</summary>
+/// <summary>The silo's wiring (clustering, storage, Kubernetes, the Orleans Dashboard) and the client's, shared by the silo host and the web host (which may co-host a silo).</summary>
 public static class StatsCacheHostingExtensions
 {
-    public const string StatsConnectionName = "Stats";
+    public const string StatsConnectionName = GrainServiceExtensions.StatsConnectionName;
     public const string OrleansConnectionName = "Orleans";
 
     /// <summary>The ADO.NET provider name under which the Orleans providers load Npgsql (by reflection: every process needs the Npgsql package).</summary>
@@ -209,20 +209,5 @@ public static class StatsCacheHostingExtensions
         {
             throw new InvalidOperationException($"Orleans:AdvertisedAddress '{orleans.AdvertisedAddress}' does not resolve: {e.Message}", e);
         }
-    }
-
-    /// <summary>The services the dashboard grains take, with validated cache options. Tests bring their own source.</summary>
-    public static IServiceCollection AddStatsCacheGrains(this IServiceCollection services)
-    {
-        services.AddOptions<DashboardCacheOptions>()
-            .BindConfiguration(DashboardCacheOptions.SectionName)
-            .ValidateDataAnnotations()
-            .ValidateOnStart();
-        services.AddMetrics();
-        services.TryAddSingleton(TimeProvider.System);
-        services.TryAddSingleton<DashboardMetrics>();
-        services.TryAddSingleton<DashboardCache>();
-        services.TryAddSingleton<DashboardGrains>();
-        return services;
     }
 }
