@@ -1,5 +1,6 @@
 using StatsCache.WebHost.Api;
 using StatsCache.WebHost.Hosting;
+using StatsCache.WebHost.Live;
 using StatsCache.WebHost.NearCache;
 using StatsCache.WebHost.Setup;
 
@@ -15,6 +16,7 @@ builder.AddStatsCacheHealthChecks();
 builder.AddStatsCacheObservability();
 builder.AddStatsCacheRequestLimits();
 builder.AddStatsCacheNearCache();
+builder.AddStatsCacheLive();
 builder.AddDashboardApi();
 
 var app = builder.Build();

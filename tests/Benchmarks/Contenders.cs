@@ -61,7 +61,7 @@ public static class Contenders
 
         // The same conditional-request support as the API: ETag from the content, max-age to expiry.
         var remaining = read.View.Ttl - (TimeProvider.System.GetUtcNow() - snapshot.AsOf);
-        if (SnapshotResult.SetCacheHeaders(context, snapshot, stale: false, remaining))
+        if (SnapshotResult.SetCacheHeaders(context, ViewAnswer.OpaqueTagOf(snapshot, stale: false), remaining))
         {
             return TypedResults.StatusCode(StatusCodes.Status304NotModified);
         }

@@ -25,7 +25,7 @@ public sealed class FaultTests(ThrowawayPostgres pg, ITestOutputHelper output) :
     {
         var ttl = TimeSpan.FromSeconds(2);
         var retryMax = TimeSpan.FromSeconds(2);
-        using var catalog = new TestCatalog(View("fault-summary", ttl, "summary", "row",
+        using var catalog = new TestCatalog(TestCatalog.View("fault-summary", ttl, "summary", "row",
             "select count(*)::bigint as orders, @user_id as user_id from orders where website_id = @site_id and client_id = @user_id"));
         await using var web = Web(catalog, new()
         {
@@ -162,8 +162,8 @@ public sealed class FaultTests(ThrowawayPostgres pg, ITestOutputHelper output) :
         var ttl = TimeSpan.FromSeconds(1);
         await pg.ExecuteAsync("drop table if exists fault_probe; create table fault_probe (label text); insert into fault_probe values ('before')");
         using var catalog = new TestCatalog(
-            View("fault-good", ttl, "summary", "row", "select count(*)::bigint as orders from orders where website_id = @site_id and client_id = @user_id"),
-            View("fault-broken", ttl, "probe", "row", "select label from fault_probe"));
+            TestCatalog.View("fault-good", ttl, "summary", "row", "select count(*)::bigint as orders from orders where website_id = @site_id and client_id = @user_id"),
+            TestCatalog.View("fault-broken", ttl, "probe", "row", "select label from fault_probe"));
         var logs = new CapturingLoggerProvider();
         await using var web = Web(catalog, new()
         {
@@ -216,7 +216,7 @@ public sealed class FaultTests(ThrowawayPostgres pg, ITestOutputHelper output) :
         var loadTimeout = TimeSpan.FromSeconds(1);
         var marker = $"fault_slow_{Guid.NewGuid():N}";
         await pg.ExecuteAsync("drop table if exists fault_flag; create table fault_flag (slow boolean not null); insert into fault_flag values (false)");
-        using var catalog = new TestCatalog(View("fault-slow", TimeSpan.FromMinutes(5), "probe", "row",
+        using var catalog = new TestCatalog(TestCatalog.View("fault-slow", TimeSpan.FromMinutes(5), "probe", "row",
             $"select 1 as n from pg_sleep((select case when slow then 30 else 0 end from fault_flag)) /* {marker} */"));
         await using var web = Web(catalog, new()
         {
@@ -295,15 +295,6 @@ public sealed class FaultTests(ThrowawayPostgres pg, ITestOutputHelper output) :
         return factory;
     }
 
-    private static string View(string name, TimeSpan ttl, string query, string shape, string sql) => JsonSerializer.Serialize(new
-    {
-        name,
-        roles = new[] { "client" },
-        scope = "user",
-        ttl = ttl.ToString("c", CultureInfo.InvariantCulture),
-        queries = new[] { new { name = query, shape, sql } },
-    });
-
     internal static async Task<Answer> GetAsync(HttpClient http, string path)
     {
         using var response = await http.GetAsync(path);
@@ -338,18 +329,4 @@ public sealed class FaultTests(ThrowawayPostgres pg, ITestOutputHelper output) :
     internal sealed record Answer(HttpStatusCode Status, string? MediaType, bool Stale, DateTimeOffset? AsOf, string? Title, int? RetryAfter);
 
     private sealed record Sample(long User, TimeSpan StartedAt, TimeSpan FinishedAt, Answer Answer);
-
-    /// <summary>A catalog file of the given views (JSON objects), deleted when disposed.</summary>
-    private sealed class TestCatalog : IDisposable
-    {
-        public TestCatalog(params string[] views)
-        {
-            Path = System.IO.Path.Combine(System.IO.Path.GetTempPath(), $"statscache-catalog-{Guid.NewGuid():N}.json");
-            File.WriteAllText(Path, $$"""{ "views": [ {{string.Join(", ", views)}} ] }""");
-        }
-
-        public string Path { get; }
-
-        public void Dispose() => File.Delete(Path);
-    }
 }

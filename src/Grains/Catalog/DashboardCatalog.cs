@@ -15,6 +15,12 @@ public sealed partial class DashboardCatalog
     /// <summary>Parameter names every view's SQL may use; callers cannot set them.</summary>
     public static readonly ImmutableArray<string> ReservedParameters = ["site_id", "user_id", "role"];
 
+    /// <summary>Query names the API itself reads (<c>?refresh=</c>, the batch's and live stream's <c>?view=</c>): no parameter may take them.</summary>
+    public static readonly ImmutableArray<string> ApiQueryNames = ["refresh", "view"];
+
+    /// <summary>Names of the API's own routes beside <c>/api/dashboards/{view}</c>: no view may take them.</summary>
+    public static readonly ImmutableArray<string> ApiRouteNames = ["batch", "live"];
+
     private const string DefaultResource = "StatsCache.default-catalog.json";
 
     private readonly FrozenDictionary<string, ViewDefinition> _views;
@@ -117,6 +123,10 @@ public sealed partial class DashboardCatalog
         {
             Error("name", "must be lower-case letters, digits and dashes (at most 64)");
         }
+        else if (ApiRouteNames.Contains(name))
+        {
+            Error("name", $"is reserved: /api/dashboards/{name} is a route of the API");
+        }
 
         var roles = raw.Roles ?? [];
         if (roles.Count == 0)
@@ -163,7 +173,7 @@ public sealed partial class DashboardCatalog
             }
 
             var field = $"parameters.{name}";
-            if (ReservedParameters.Contains(name) || name == "refresh")
+            if (ReservedParameters.Contains(name) || ApiQueryNames.Contains(name))
             {
                 error(field, "uses a reserved name");
             }

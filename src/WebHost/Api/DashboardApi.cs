@@ -1,11 +1,10 @@
+using System.Collections.ObjectModel;
 using System.Diagnostics.CodeAnalysis;
-using System.Globalization;
 using Microsoft.AspNetCore.Http.HttpResults;
-using Microsoft.Extensions.Options;
 using StatsCache.Catalog;
 using StatsCache.WebHost.Auth;
 using StatsCache.WebHost.Hosting;
-using StatsCache.WebHost.NearCache;
+using StatsCache.WebHost.Live;
 
 namespace StatsCache.WebHost.Api;
 
@@ -15,12 +14,16 @@ namespace StatsCache.WebHost.Api;
 /// </summary>
 public static class DashboardApi
 {
+    internal const string TooFastTitle = "You are asking too fast.";
+
     private const string RefreshParameter = "refresh";
+    private const string ViewParameter = "view";
 
     /// <summary>Problem details for every error, the OpenAPI document and the API's options.</summary>
     public static WebApplicationBuilder AddDashboardApi(this WebApplicationBuilder builder)
     {
         builder.Services.AddOptions<ApiOptions>().BindConfiguration(ApiOptions.SectionName).ValidateDataAnnotations().ValidateOnStart();
+        builder.Services.AddSingleton<DashboardReader>();
         builder.Services.AddProblemDetails();
         builder.Services.AddOpenApi();
         return builder;
@@ -33,6 +36,14 @@ public static class DashboardApi
         api.MapGet("/", ListViews)
             .WithName("ListDashboards")
             .WithSummary("The views the caller's role may read, with their TTLs and parameters.");
+
+        api.MapGet("/batch", GetBatchAsync)
+            .WithName("GetDashboardBatch")
+            .WithSummary("Several views in one answer: ?view=a&view=b; a parameter applies to each view that declares it.");
+
+        api.MapGet("/live", GetLive)
+            .WithName("GetDashboardsLive")
+            .WithSummary("Server-sent events: each view's answer now, then again whenever it changes (same query as the batch).");
 
         api.MapGet("/{view}", GetViewAsync)
             .WithName("GetDashboard")
@@ -60,71 +71,57 @@ public static class DashboardApi
     }
 
     internal static async Task<Results<SnapshotResult, StatusCodeHttpResult, ProblemHttpResult>> GetViewAsync(
-        string view,
-        HttpContext context,
-        DashboardCatalog catalog,
-        DashboardGrains grains,
-        DashboardNearCache nearCache,
-        DashboardWatcher watcher,
-        IOptions<ApiOptions> options,
-        ApiMetrics metrics,
-        ILoggerFactory loggers)
+        string view, HttpContext context, DashboardCatalog catalog, DashboardReader reader)
     {
         if (!TryResolve(view, context, catalog, out var read, out var problem))
         {
             return problem;
         }
 
-        var (caller, definition, parameters, refresh) = read;
-        var key = new NearKey(caller.SiteId, caller.Role, definition.Scope == ViewScope.Site ? 0 : caller.UserId, definition.Name, parameters.Key);
-        if (!refresh && nearCache.IsEnabled && nearCache.TryGet(key, out var held, out var heldRefreshIn))
+        var answer = await reader.ReadAsync(read, context.RequestAborted);
+        if (answer.Snapshot is not { } snapshot)
         {
-            return Answer(context, read, held, stale: false, heldRefreshIn);
+            return ProblemOf(context.Response, answer, read.View.Name);
         }
 
-        DashboardResult result;
-        var readStarted = nearCache.ReadStarting();
-        var watching = watcher.Reference;
-        try
-        {
-            var grain = grains.User(caller.SiteId, caller.Role, caller.UserId);
-            var request = new DashboardRequest(definition.Name, parameters.Key, refresh, watching, nearCache.LeaseDuration);
-            result = await GrainCalls.ReadAsync(
-                static (call, ct) => call.grain.GetAsync(call.request, ct), (grain, request), options.Value, context.RequestAborted);
-        }
-        catch (Exception e) when (e is OrleansException or TimeoutException || (e is OperationCanceledException && !context.RequestAborted.IsCancellationRequested))
-        {
-            loggers.CreateLogger(typeof(DashboardApi)).LogWarning(e, "The cluster did not answer a read of {View}", definition.Name);
-            return Unavailable(context.Response, "The cache cluster is unavailable.", TimeSpan.FromSeconds(1));
-        }
-
-        if (result.Refused)
-        {
-            metrics.Refused(RefusalReason.NewEntries);
-            return TooFast(context.Response, result.NextRefreshIn,
-                $"Reading '{definition.Name}' with parameters nobody has read lately starts a database load, and you have started too many; what is cached still answers.");
-        }
-
-        if (result.Snapshot is not { } snapshot)
-        {
-            return Unavailable(context.Response, "The data source is unavailable.", result.NextRefreshIn,
-                $"View '{definition.Name}' has no usable snapshot and loading it failed; retry later.");
-        }
-
-        if (watching is not null)
-        {
-            nearCache.Store(key, result, definition.Ttl, readStarted);
-        }
-
-        return Answer(context, read, snapshot, result.Stale, result.NextRefreshIn);
+        return SnapshotResult.SetCacheHeaders(context, ViewAnswer.OpaqueTagOf(snapshot, answer.Stale), answer.NextRefreshIn)
+            ? TypedResults.StatusCode(StatusCodes.Status304NotModified)
+            : new SnapshotResult(read.Caller, read.View, read.Parameters, snapshot, answer.Stale);
     }
 
-    // The same answer from the grain's result or the near-cache's copy of it.
-    private static Results<SnapshotResult, StatusCodeHttpResult, ProblemHttpResult> Answer(
-        HttpContext context, ViewRead read, DashboardSnapshot snapshot, bool stale, TimeSpan nextRefreshIn) =>
-        SnapshotResult.SetCacheHeaders(context, snapshot, stale, nextRefreshIn)
+    internal static async Task<Results<BatchResult, StatusCodeHttpResult, ProblemHttpResult>> GetBatchAsync(
+        HttpContext context, DashboardCatalog catalog, DashboardReader reader)
+    {
+        if (!TryResolveMany(context, catalog, allowRefresh: true, out var reads, out var problem))
+        {
+            return problem;
+        }
+
+        // Concurrently: each part answers as fast as a single read would (a near-cache hit at once).
+        var answers = new ViewAnswer[reads.Length];
+        var pending = new Task[reads.Length];
+        for (var i = 0; i < reads.Length; i++)
+        {
+            var slot = i;
+            pending[i] = ReadInto(reader.ReadAsync(reads[i], context.RequestAborted), answers, slot);
+        }
+
+        await Task.WhenAll(pending);
+        if (Array.TrueForAll(answers, a => a.Snapshot is null))
+        {
+            // Nothing usable in any part: answered as a single read of the first view would be.
+            return ProblemOf(context.Response, answers[0], reads[0].View.Name);
+        }
+
+        return BatchResult.SetCacheHeaders(context, reads, answers)
             ? TypedResults.StatusCode(StatusCodes.Status304NotModified)
-            : new SnapshotResult(read.Caller, read.View, read.Parameters, snapshot, stale);
+            : new BatchResult(reads, answers);
+
+        static async Task ReadInto(ValueTask<ViewAnswer> read, ViewAnswer[] answers, int slot) => answers[slot] = await read;
+    }
+
+    internal static Results<LiveStream, ProblemHttpResult> GetLive(HttpContext context, DashboardCatalog catalog) =>
+        TryResolveMany(context, catalog, allowRefresh: false, out var reads, out var problem) ? new LiveStream(reads) : problem;
 
     /// <summary>
     /// The checks every read of a view goes through, in order: the view exists (404), the caller's
@@ -137,7 +134,104 @@ public static class DashboardApi
     {
         read = default;
         var caller = CallerOf(context);
-        if (catalog.Find(view) is not { } definition)
+        if (!TryFindView(view, caller, catalog, out var definition, out problem))
+        {
+            return false;
+        }
+
+        if (!TryReadQuery(context.Request.Query, allowRefresh: true, out var values, out var refresh, out var error)
+            || !definition.TryBind(values, out var parameters, out error))
+        {
+            problem = Problem(StatusCodes.Status400BadRequest, error);
+            return false;
+        }
+
+        read = new ViewRead(caller, definition, parameters, refresh);
+        return true;
+    }
+
+    /// <summary>
+    /// The checks of a batch or live request (<c>?view=a&amp;view=b&amp;param=value</c>): at least one view, each once, at
+    /// most as many as the catalog has; each view passes a single read's checks, in request order; a parameter applies
+    /// to every requested view that declares it, and one that none declares is a 400 naming it.
+    /// </summary>
+    private static bool TryResolveMany(
+        HttpContext context, DashboardCatalog catalog, bool allowRefresh,
+        out ViewRead[] reads, [NotNullWhen(false)] out ProblemHttpResult? problem)
+    {
+        reads = [];
+        var caller = CallerOf(context);
+        var query = context.Request.Query;
+        var names = query[ViewParameter];
+        if (names.Count == 0)
+        {
+            problem = Problem(StatusCodes.Status400BadRequest, $"Name the views to read: ?{ViewParameter}=a&{ViewParameter}=b.");
+            return false;
+        }
+
+        if (names.Count > catalog.Views.Length)
+        {
+            problem = Problem(StatusCodes.Status400BadRequest, $"At most {catalog.Views.Length} views can be read in one request.");
+            return false;
+        }
+
+        var definitions = new ViewDefinition[names.Count];
+        for (var i = 0; i < names.Count; i++)
+        {
+            if (!TryFindView(names[i] ?? "", caller, catalog, out var definition, out problem))
+            {
+                return false;
+            }
+
+            if (Array.IndexOf(definitions, definition, 0, i) >= 0)
+            {
+                problem = Problem(StatusCodes.Status400BadRequest, $"View '{definition.Name}' is requested twice.");
+                return false;
+            }
+
+            definitions[i] = definition;
+        }
+
+        if (!TryReadQuery(query, allowRefresh, out var values, out var refresh, out var error))
+        {
+            problem = Problem(StatusCodes.Status400BadRequest, error);
+            return false;
+        }
+
+        foreach (var name in values.Keys)
+        {
+            if (!Array.Exists(definitions, d => d.Parameters.Any(p => p.Name == name)))
+            {
+                problem = Problem(StatusCodes.Status400BadRequest,
+                    $"Parameter '{Shorten(name)}' is not a parameter of any requested view ({string.Join(", ", definitions.Select(d => d.Name))}).");
+                return false;
+            }
+        }
+
+        reads = new ViewRead[definitions.Length];
+        for (var i = 0; i < definitions.Length; i++)
+        {
+            var definition = definitions[i];
+            var own = values.Where(v => definition.Parameters.Any(p => p.Name == v.Key)).ToDictionary(StringComparer.Ordinal);
+            if (!definition.TryBind(own, out var parameters, out error))
+            {
+                problem = Problem(StatusCodes.Status400BadRequest, $"View '{definition.Name}': {error}");
+                return false;
+            }
+
+            reads[i] = new ViewRead(caller, definition, parameters, refresh);
+        }
+
+        problem = null;
+        return true;
+    }
+
+    private static bool TryFindView(
+        string view, Caller caller, DashboardCatalog catalog,
+        [NotNullWhen(true)] out ViewDefinition? definition, [NotNullWhen(false)] out ProblemHttpResult? problem)
+    {
+        definition = catalog.Find(view);
+        if (definition is null)
         {
             problem = Problem(StatusCodes.Status404NotFound, "Unknown view.", $"There is no dashboard view named '{Shorten(view)}'.");
             return false;
@@ -152,40 +246,42 @@ public static class DashboardApi
             return false;
         }
 
-        if (!TryReadQuery(context.Request.Query, definition, out var parameters, out var refresh, out var error))
-        {
-            problem = Problem(StatusCodes.Status400BadRequest, error);
-            return false;
-        }
-
-        read = new ViewRead(caller, definition, parameters, refresh);
         problem = null;
         return true;
     }
 
-    /// <summary>Binds the view's parameters and <c>refresh</c>; a repeated, unknown or malformed one is an error naming it.</summary>
+    /// <summary>
+    /// The query's parameter values and <c>refresh</c> (when allowed; otherwise it is a parameter like any other),
+    /// without <c>view</c>; a repeated or malformed one is an error naming it.
+    /// </summary>
     private static bool TryReadQuery(
-        IQueryCollection query, ViewDefinition view, out BoundParameters parameters, out bool refresh, out string error)
+        IQueryCollection query, bool allowRefresh, out IReadOnlyDictionary<string, string> values, out bool refresh, out string error)
     {
-        parameters = view.DefaultParameters;
         refresh = false;
+        error = "";
+        values = ReadOnlyDictionary<string, string>.Empty;
         if (query.Count == 0)
         {
             // Most reads carry no query string: no dictionary to fill, the defaults are already bound.
-            error = "";
             return true;
         }
 
-        var values = new Dictionary<string, string>(StringComparer.Ordinal);
+        var read = new Dictionary<string, string>(StringComparer.Ordinal);
+        values = read;
         foreach (var (name, value) in query)
         {
+            if (name == ViewParameter)
+            {
+                continue;
+            }
+
             if (value.Count != 1)
             {
                 error = $"Parameter '{Shorten(name)}' must be given exactly once.";
                 return false;
             }
 
-            if (name == RefreshParameter)
+            if (allowRefresh && name == RefreshParameter)
             {
                 // Only 'true' or 'false' (any case): bool.TryParse would also take " true" and "true\0".
                 refresh = string.Equals(value[0], "true", StringComparison.OrdinalIgnoreCase);
@@ -198,10 +294,10 @@ public static class DashboardApi
                 continue;
             }
 
-            values[name] = value[0] ?? "";
+            read[name] = value[0] ?? "";
         }
 
-        return view.TryBind(values, out parameters, out error);
+        return true;
     }
 
     /// <summary>The caller authentication validated and kept (see AuthenticationExtensions): every route here requires it.</summary>
@@ -211,24 +307,22 @@ public static class DashboardApi
     private static ProblemHttpResult UnknownRole(Caller caller) =>
         Problem(StatusCodes.Status403Forbidden, "Your role has no dashboards.", $"No view is declared for role '{caller.Role}'.");
 
-    private static ProblemHttpResult Unavailable(HttpResponse response, string title, TimeSpan retryAfter, string? detail = null)
+    /// <summary>A read without a snapshot: its problem (429 or 503), with when to retry.</summary>
+    private static ProblemHttpResult ProblemOf(HttpResponse response, in ViewAnswer answer, string view)
     {
-        SetRetryAfter(response, retryAfter);
-        return Problem(StatusCodes.Status503ServiceUnavailable, title, detail);
+        var (status, title, detail) = answer.Problem(view);
+        response.Headers.RetryAfter = DashboardJson.RetryAfterHeader(answer.NextRefreshIn);
+        return Problem(status, title, detail);
     }
 
-    /// <summary>429: one caller asks too fast (the request limit, or the budget of new entries).</summary>
+    /// <summary>429: one caller asks too fast (the request limit, the budget of new entries, open live streams).</summary>
     internal static ProblemHttpResult TooFast(HttpResponse response, TimeSpan retryAfter, string detail)
     {
-        SetRetryAfter(response, retryAfter);
-        return Problem(StatusCodes.Status429TooManyRequests, "You are asking too fast.", detail);
+        response.Headers.RetryAfter = DashboardJson.RetryAfterHeader(retryAfter);
+        return Problem(StatusCodes.Status429TooManyRequests, TooFastTitle, detail);
     }
 
-    // Whole seconds, at least one (a Retry-After of 0 invites an immediate retry).
-    private static void SetRetryAfter(HttpResponse response, TimeSpan retryAfter) =>
-        response.Headers.RetryAfter = Math.Max(1, (int)Math.Ceiling(retryAfter.TotalSeconds)).ToString(CultureInfo.InvariantCulture);
-
-    private static ProblemHttpResult Problem(int status, string title, string? detail = null) =>
+    internal static ProblemHttpResult Problem(int status, string title, string? detail = null) =>
         TypedResults.Problem(title: title, detail: detail, statusCode: status);
 
     // Names from the URL are echoed in errors; keep them short.

@@ -8,24 +8,19 @@ using StatsCache.WebHost.Auth;
 
 namespace StatsCache.WebHost.Api;
 
-/// <summary>
-/// Writes <c>{view, site, role, user, parameters, asOf, stale, data}</c> with the snapshot's
-/// pre-serialised <c>data</c> bytes copied as they are: a cached read serialises only the envelope.
-/// </summary>
+/// <summary>Writes a single read's answer: <c>{view, site, role, user, parameters, asOf, stale, data}</c>.</summary>
 public sealed class SnapshotResult(Caller caller, ViewDefinition view, BoundParameters parameters, DashboardSnapshot snapshot, bool stale)
     : IResult, IStatusCodeHttpResult, IEndpointMetadataProvider
 {
     public int? StatusCode => StatusCodes.Status200OK;
 
     /// <summary>
-    /// Sets the answer's <c>ETag</c> (weak: equal data and staleness is the same answer even if it was
-    /// reloaded since) and <c>Cache-Control</c> (private, for <paramref name="maxAge"/>), and says whether
-    /// the request's <c>If-None-Match</c> already holds it, so the answer is <c>304</c>. Written as header
-    /// strings rather than through the typed headers: this runs on every cached read.
+    /// Sets the answer's <c>ETag</c> (weak, see <see cref="ViewAnswer.OpaqueTagOf"/>) and <c>Cache-Control</c> (private,
+    /// for <paramref name="maxAge"/>), and says whether the request's <c>If-None-Match</c> already holds it, so the
+    /// answer is <c>304</c>. Written as header strings rather than through the typed headers: this runs on every cached read.
     /// </summary>
-    public static bool SetCacheHeaders(HttpContext context, DashboardSnapshot snapshot, bool stale, TimeSpan maxAge)
+    public static bool SetCacheHeaders(HttpContext context, string opaqueTag, TimeSpan maxAge)
     {
-        var opaqueTag = stale ? $"\"{snapshot.ContentHash}-stale\"" : $"\"{snapshot.ContentHash}\"";
         var headers = context.Response.Headers;
         headers.ETag = "W/" + opaqueTag;
         var seconds = Math.Max(0, (long)Math.Ceiling(maxAge.TotalSeconds));
@@ -52,17 +47,7 @@ public sealed class SnapshotResult(Caller caller, ViewDefinition view, BoundPara
         json.WriteNumber("site", caller.SiteId);
         json.WriteString("role", caller.Role);
         json.WriteNumber("user", caller.UserId);
-        json.WriteStartObject("parameters");
-        for (var i = 0; i < view.Parameters.Length; i++)
-        {
-            json.WriteNumber(view.Parameters[i].Name, parameters.Values[i]);
-        }
-
-        json.WriteEndObject();
-        json.WriteString("asOf", snapshot.AsOf.UtcDateTime);
-        json.WriteBoolean("stale", stale);
-        json.WritePropertyName("data");
-        json.WriteRawValue(snapshot.Data, skipInputValidation: true);
+        DashboardJson.WriteAnswerFields(json, view, parameters, snapshot, stale);
         json.WriteEndObject();
         await json.FlushAsync(httpContext.RequestAborted);
     }

@@ -7,21 +7,20 @@ namespace StatsCache.WebHost.NearCache;
 
 /// <summary>
 /// The web host's near-cache of grain answers: a read the grain answered is kept with a lease
-/// (<see cref="NearCacheOptions.LeaseDuration"/>) during which the grain pushes every change of that answer here
-/// (this object is the web host's one <see cref="IDashboardWatcher"/>). A read is answered from memory while the lease
+/// (<see cref="NearCacheOptions.LeaseDuration"/>) during which the grain pushes every change of that answer to the web
+/// host's <see cref="DashboardWatcher"/>, which applies it here. A read is answered from memory while the lease
 /// holds, the grain's refresh is not due and the answer is not stale, so it is the answer the grain would give: the same
 /// bytes, ETag, asOf and stale flag, and Cache-Control counting down to the same refresh. Versions keep an older answer
 /// or push from overwriting a newer one. Keys are the caller's (user-scoped views) or the site's and role's
 /// (site-scoped views), reached only after the API's role and parameter checks.
 /// </summary>
-public sealed class DashboardNearCache : IDashboardWatcher
+public sealed class DashboardNearCache
 {
     private readonly ConcurrentDictionary<NearKey, NearEntry> _entries = new();
     private readonly NearCacheOptions _options;
     private readonly TimeProvider _time;
     private readonly Counter<long> _hits;
     private readonly Counter<long> _misses;
-    private readonly Counter<long> _pushes;
     private int _evicting;
 
     public DashboardNearCache(IOptions<NearCacheOptions> options, TimeProvider time, IMeterFactory meters)
@@ -31,7 +30,6 @@ public sealed class DashboardNearCache : IDashboardWatcher
         var meter = meters.Create(DashboardMetrics.MeterName);
         _hits = meter.CreateCounter<long>("statscache.nearcache.hits", "{read}", "Reads this web host answered from its near-cache, without a grain call.");
         _misses = meter.CreateCounter<long>("statscache.nearcache.misses", "{read}", "Reads that called the grain (not held, lease or refresh due, stale, or refresh=true).");
-        _pushes = meter.CreateCounter<long>("statscache.nearcache.pushes", "{push}", "Changes the grains pushed to this web host.");
         meter.CreateObservableUpDownCounter("statscache.nearcache.entries", () => _entries.Count, "{entry}", "Entries in this web host's near-cache.");
     }
 
@@ -86,15 +84,13 @@ public sealed class DashboardNearCache : IDashboardWatcher
     }
 
     /// <summary>A grain's push: the entry's new answer, or null when it is gone. An older version never overwrites a newer one.</summary>
-    public Task OnChangedAsync(DashboardChange change)
+    public void Apply(in NearKey key, DashboardResult? pushed)
     {
-        _pushes.Add(1);
-        var key = new NearKey(change.Scope.SiteId, change.Scope.Role, change.Scope.UserId ?? 0, change.View, change.Parameters);
-        if (change.Result is not { } result)
+        if (pushed is not { } result)
         {
             // Gone from the grain: not answered from here again until a read has asked the grain.
             _entries.TryRemove(key, out _);
-            return Task.CompletedTask;
+            return;
         }
 
         var now = _time.GetTimestamp();
@@ -107,7 +103,6 @@ public sealed class DashboardNearCache : IDashboardWatcher
                 ? held
                 : held with { Result = a.result, RefreshAt = a.refreshAt },
             (result, refreshAt));
-        return Task.CompletedTask;
     }
 
     /// <summary>Drops everything: the grains that pushed here may have reactivated elsewhere, without this watcher.</summary>

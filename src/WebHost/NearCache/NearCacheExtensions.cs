@@ -1,4 +1,3 @@
-using Microsoft.Extensions.Options;
 using Orleans.Runtime;
 
 namespace StatsCache.WebHost.NearCache;
@@ -21,21 +20,21 @@ public static class NearCacheExtensions
     }
 
     // Client mode: Orleans' client tells every registered observer when its gateways change.
-    private sealed class ClearOnGatewayLoss(DashboardNearCache cache) : IClusterConnectionStatusObserver
+    private sealed class ClearOnGatewayLoss(DashboardWatcher watcher) : IClusterConnectionStatusObserver
     {
         public void NotifyGatewayCountChanged(int currentNumberOfGateways, int previousNumberOfGateways, bool connectionRecovered)
         {
             if (currentNumberOfGateways < previousNumberOfGateways)
             {
-                cache.Clear();
+                watcher.Lost();
             }
         }
 
-        public void NotifyClusterConnectionLost() => cache.Clear();
+        public void NotifyClusterConnectionLost() => watcher.Lost();
     }
 
     // Co-hosted: the silo's view of the membership table; a silo that stops being active took its grains' watchers along.
-    private sealed class ClearOnSiloLoss(IServiceProvider services, DashboardNearCache cache) : BackgroundService
+    private sealed class ClearOnSiloLoss(IServiceProvider services, DashboardWatcher watcher) : BackgroundService
     {
         protected override async Task ExecuteAsync(CancellationToken stoppingToken)
         {
@@ -50,20 +49,11 @@ public static class NearCacheExtensions
                 var now = snapshot.Members.Values.Where(m => m.Status == SiloStatus.Active).Select(m => m.SiloAddress).ToHashSet();
                 if (active.Any(silo => !now.Contains(silo)))
                 {
-                    cache.Clear();
+                    watcher.Lost();
                 }
 
                 active = now;
             }
         }
     }
-}
-
-/// <summary>The web host's one <see cref="IDashboardWatcher"/> reference (to <see cref="DashboardNearCache"/>), made once Orleans runs.</summary>
-public sealed class DashboardWatcher(IGrainFactory grains, DashboardNearCache cache, IOptions<NearCacheOptions> options)
-{
-    private readonly Lazy<IDashboardWatcher> _reference = new(() => grains.CreateObjectReference<IDashboardWatcher>(cache));
-
-    /// <summary>The watcher a read registers, or null when the near-cache is off.</summary>
-    public IDashboardWatcher? Reference => options.Value.IsEnabled ? _reference.Value : null;
 }

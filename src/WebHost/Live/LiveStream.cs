@@ -1,0 +1,183 @@
+using System.Buffers;
+using System.Globalization;
+using System.Reflection;
+using System.Text;
+using System.Text.Json;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.AspNetCore.Http.Metadata;
+using Microsoft.Extensions.Options;
+using StatsCache.WebHost.Api;
+
+namespace StatsCache.WebHost.Live;
+
+/// <summary>
+/// A live dashboard stream (<c>text/event-stream</c>): one event per view with its answer now, then one each time a
+/// view's answer changes (event name: the view; <c>id</c>: its ETag; data: its batch slot), a comment heartbeat each
+/// <see cref="LiveOptions.HeartbeatInterval"/>, and an <c>expired</c> event when the token expires (a stream never
+/// outlives its token). It ends cleanly when the web host stops. Changes come from the grains' pushes through
+/// <see cref="LiveEntries"/>; between them the stream holds no thread, only its wait.
+/// </summary>
+/// <remarks>
+/// Written frame by frame rather than with <c>TypedResults.ServerSentEvents</c>: ASP.NET Core 10's server-sent events
+/// result has no way to write a comment line, which is what a heartbeat is (dotnet/aspnetcore discussion 67133).
+/// </remarks>
+internal sealed class LiveStream(ViewRead[] reads) : IResult, IEndpointMetadataProvider
+{
+    private static readonly byte[] Heartbeat = ": heartbeat\n\n"u8.ToArray();
+
+    public async Task ExecuteAsync(HttpContext httpContext)
+    {
+        var services = httpContext.RequestServices;
+        var entries = services.GetRequiredService<LiveEntries>();
+        var response = httpContext.Response;
+        var stream = new LiveSubscriber(reads[0].Caller);
+        switch (entries.TryOpen(stream))
+        {
+            case LiveOpening.CallerFull:
+                await DashboardApi.TooFast(response, TimeSpan.FromSeconds(5),
+                    $"At most {services.GetRequiredService<IOptions<LiveOptions>>().Value.MaxStreamsPerCaller} live streams can be open for one caller; close one first.")
+                    .ExecuteAsync(httpContext);
+                return;
+            case LiveOpening.HostFull:
+                response.Headers.RetryAfter = "5";
+                await DashboardApi.Problem(StatusCodes.Status503ServiceUnavailable, "This web host holds as many live streams as it can.",
+                    "Retry later, or through another web host.").ExecuteAsync(httpContext);
+                return;
+        }
+
+        var lifetime = services.GetRequiredService<IHostApplicationLifetime>();
+        using var ends = CancellationTokenSource.CreateLinkedTokenSource(httpContext.RequestAborted, lifetime.ApplicationStopping);
+        try
+        {
+            var expiresIn = ExpiresIn(httpContext, services.GetRequiredService<TimeProvider>());
+            ends.CancelAfter(expiresIn);
+
+            response.StatusCode = StatusCodes.Status200OK;
+            response.ContentType = "text/event-stream";
+            response.Headers.CacheControl = "no-store";
+            response.Headers["X-Accel-Buffering"] = "no"; // nginx: pass events on as they are written
+            httpContext.Features.Get<IHttpResponseBodyFeature>()?.DisableBuffering();
+
+            var watched = new LiveEntry[reads.Length];
+            for (var i = 0; i < reads.Length; i++)
+            {
+                watched[i] = entries.Watch(reads[i], stream);
+            }
+
+            // First events: an entry another stream already watches has its newest answer; otherwise one read that
+            // watches it (and so also renews its lease from now on).
+            var reader = services.GetRequiredService<DashboardReader>();
+            var sent = new string?[reads.Length];
+            for (var i = 0; i < reads.Length; i++)
+            {
+                var answer = watched[i].Current is { } current
+                    ? AnswerOf(current)
+                    : await reader.AskGrainAsync(reads[i], watched[i].Key, watch: true, ends.Token);
+                sent[i] = await WriteEventAsync(response, reads[i], answer, ends.Token);
+            }
+
+            while (true)
+            {
+                await stream.WaitAsync(ends.Token);
+                for (var i = 0; i < reads.Length; i++)
+                {
+                    if (watched[i].Current is { } current && TagOf(current) != sent[i])
+                    {
+                        sent[i] = await WriteEventAsync(response, reads[i], AnswerOf(current), ends.Token);
+                    }
+                }
+
+                if (stream.TakeHeartbeat())
+                {
+                    await response.Body.WriteAsync(Heartbeat, ends.Token);
+                    await response.Body.FlushAsync(ends.Token);
+                }
+            }
+        }
+        catch (OperationCanceledException) when (ends.IsCancellationRequested)
+        {
+            if (!httpContext.RequestAborted.IsCancellationRequested && !lifetime.ApplicationStopping.IsCancellationRequested)
+            {
+                // Neither the client nor the host ended it: the token's time is up.
+                await response.Body.WriteAsync(
+                    "event: expired\ndata: {\"title\":\"The bearer token has expired.\",\"status\":401}\n\n"u8.ToArray(), CancellationToken.None);
+            }
+        }
+        finally
+        {
+            entries.Close(stream);
+        }
+    }
+
+    public static void PopulateMetadata(MethodInfo method, EndpointBuilder builder) =>
+        builder.Metadata.Add(new ProducesResponseTypeMetadata(StatusCodes.Status200OK, typeof(string), ["text/event-stream"]));
+
+    // The token's expiry ('exp', required by the authentication), from now.
+    private static TimeSpan ExpiresIn(HttpContext context, TimeProvider time)
+    {
+        var exp = long.Parse(context.User.FindFirst("exp")!.Value, NumberStyles.None, CultureInfo.InvariantCulture);
+        var left = DateTimeOffset.FromUnixTimeSeconds(exp) - time.GetUtcNow();
+        return left > TimeSpan.Zero ? left : TimeSpan.Zero;
+    }
+
+    private static ViewAnswer AnswerOf(DashboardResult result) => result.Snapshot is { } snapshot
+        ? ViewAnswer.Answered(snapshot, result.Stale, result.NextRefreshIn)
+        : new ViewAnswer(ViewAnswerKind.SourceUnavailable, null, true, result.NextRefreshIn);
+
+    // What tells one answer from the next: its ETag, or that there is no snapshot.
+    private static string TagOf(DashboardResult result) => result.Snapshot is { } snapshot ? ETagOf(snapshot, result.Stale) : "";
+
+    private static string ETagOf(DashboardSnapshot snapshot, bool stale) => "W/" + ViewAnswer.OpaqueTagOf(snapshot, stale);
+
+    /// <summary>
+    /// Writes one view's event and flushes it; returns what identifies the answer sent. A view's data can hold line
+    /// breaks (a <c>json</c> column is copied as stored), and each line break ends an SSE line: each line gets its own
+    /// <c>data:</c> field, which the client joins back with line feeds, JSON whitespace either way.
+    /// </summary>
+    private static async Task<string> WriteEventAsync(HttpResponse response, ViewRead read, ViewAnswer answer, CancellationToken cancellationToken)
+    {
+        var tag = answer.Snapshot is { } snapshot ? ETagOf(snapshot, answer.Stale) : "";
+        var body = new ArrayBufferWriter<byte>(1024);
+        using (var json = new Utf8JsonWriter(body))
+        {
+            DashboardJson.WriteSlot(json, read, answer);
+        }
+
+        var frame = new ArrayBufferWriter<byte>(body.WrittenCount + 128);
+        Write(frame, $"event: {read.View.Name}\n");
+        if (tag.Length > 0)
+        {
+            Write(frame, $"id: {tag}\n");
+        }
+
+        foreach (var line in Lines(body.WrittenMemory))
+        {
+            Write(frame, "data: ");
+            frame.Write(line.Span);
+            Write(frame, "\n");
+        }
+
+        Write(frame, "\n");
+        await response.Body.WriteAsync(frame.WrittenMemory, cancellationToken);
+        await response.Body.FlushAsync(cancellationToken);
+        return tag;
+    }
+
+    private static IEnumerable<ReadOnlyMemory<byte>> Lines(ReadOnlyMemory<byte> text)
+    {
+        while (true)
+        {
+            var end = text.Span.IndexOfAny((byte)'\r', (byte)'\n');
+            if (end < 0)
+            {
+                yield return text;
+                yield break;
+            }
+
+            yield return text[..end];
+            text = text[(end + 1)..];
+        }
+    }
+
+    private static void Write(ArrayBufferWriter<byte> frame, string text) => frame.Write(Encoding.UTF8.GetBytes(text));
+}
