@@ -99,8 +99,13 @@ Demo tokens for site 1, valid 12 hours:
   admin:  $admin_token
   client: $client_token
   writer: $writer_token
+Live dashboards in a browser (the token stays in the fragment, never sent in a URL):
+  client: $url/#token=$client_token
+  admin:  $url/#token=$admin_token
 Try:
   curl -s -H "Authorization: Bearer $client_token" $url/api/dashboards/client-stats
+  curl -s -H "Authorization: Bearer $admin_token" "$url/api/dashboards/batch?view=admin-overview&view=admin-analytics&days=7"
+  curl -sN -H "Authorization: Bearer $client_token" "$url/api/dashboards/live?view=client-stats&view=client-loyalty"
 Other views: $url/api/dashboards (the caller's list), admin-overview, writer-earnings?weeks=8
 
 MSG

@@ -12,6 +12,8 @@ ensure_packages openssl:openssl \
   /usr/lib/python3/dist-packages/jwt/__init__.py:python3-jwt \
   /usr/lib/python3/dist-packages/cryptography/__init__.py:python3-cryptography \
   /usr/lib/python3/dist-packages/rest_framework_simplejwt/__init__.py:python3-djangorestframework-simplejwt
+# The page tests drive a real browser: Debian's headless Chromium through its chromedriver.
+ensure_packages chromium:chromium chromedriver:chromium-driver
 data="$(mktemp -d /tmp/statscache-test-pg.XXXXXX)"
 cleanup() { pg_stop "$data"; rm -rf "$data"; }
 trap cleanup EXIT

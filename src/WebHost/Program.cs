@@ -23,6 +23,7 @@ var app = builder.Build();
 app.UseExceptionHandler();
 app.UseStatusCodePages();
 app.UseStatsCacheRequestMetrics();
+app.UseStatsCachePage();
 app.UseAuthentication();
 app.UseAuthorization();
 app.UseStatsCacheRequestLimits();

@@ -30,10 +30,12 @@ public sealed class StatsCacheFactory : WebApplicationFactory<Program>
     public HttpClient ClientFor(long site, string role, long user, TimeSpan? lifetime = null, DateTimeOffset? now = null)
     {
         var client = CreateClient();
-        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue(
-            "Bearer", TokenIssuer.Issue(Auth, new Caller(site, role, user), lifetime ?? TimeSpan.FromMinutes(10), now));
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", TokenFor(site, role, user, lifetime, now));
         return client;
     }
+
+    public string TokenFor(long site, string role, long user, TimeSpan? lifetime = null, DateTimeOffset? now = null) =>
+        TokenIssuer.Issue(Auth, new Caller(site, role, user), lifetime ?? TimeSpan.FromMinutes(10), now);
 
     /// <summary>
     /// Waits until a forced refresh reloads again: the floor is a rule of time, counted from the end of the entry's last
