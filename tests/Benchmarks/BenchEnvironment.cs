@@ -60,6 +60,9 @@ public sealed class BenchEnvironment
     /// <summary>Writes per second whose client's dashboard is polled until it shows them (BENCH_FRESH_PROBES_PER_SECOND).</summary>
     public int FreshProbesPerSecond { get; init; } = 5;
 
+    /// <summary>Open streams of the live scenario (BENCH_LIVE_STREAMS); it writes as fresh does.</summary>
+    public int LiveStreams { get; init; } = 10_000;
+
     /// <summary>Seconds of each round of the abuse scenario (BENCH_ABUSE_SECONDS).</summary>
     public int AbuseSeconds { get; init; } = 10;
 
@@ -96,6 +99,7 @@ public sealed class BenchEnvironment
             FreshReaders = Int("BENCH_FRESH_READERS", freshClients),
             FreshProbesPerSecond = Int("BENCH_FRESH_PROBES_PER_SECOND", 5),
             AbuseSeconds = Int("BENCH_ABUSE_SECONDS", 10),
+            LiveStreams = Int("BENCH_LIVE_STREAMS", 10_000),
         };
     }
 

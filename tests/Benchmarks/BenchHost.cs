@@ -3,6 +3,7 @@ using StatsCache.Cache;
 using StatsCache.Source;
 using StatsCache.WebHost.Api;
 using StatsCache.WebHost.Hosting;
+using StatsCache.WebHost.Live;
 using StatsCache.WebHost.NearCache;
 using ZiggyCreatures.Caching.Fusion;
 
@@ -25,6 +26,7 @@ public static class BenchHost
         builder.AddStatsCacheHealthChecks();
         builder.AddStatsCacheRequestLimits();
         builder.AddStatsCacheNearCache();
+        builder.AddStatsCacheLive();
         builder.AddDashboardApi();
 
         // The contenders' own source: co-hosted, the silo registers one too, but a client-mode host has none.
@@ -45,6 +47,11 @@ public static class BenchHost
         app.MapDashboardApi();
         app.MapContenders();
         app.MapGet("/bench/counters", (BenchCounters counters) => TypedResults.Ok(counters.Snapshot()));
+        app.MapGet("/bench/memory", () =>
+        {
+            var (heap, workingSet) = BenchMemory.Measure();
+            return TypedResults.Ok(new Dictionary<string, long> { ["heap"] = heap, ["workingSet"] = workingSet });
+        });
         await app.RunAsync();
         return 0;
     }
@@ -115,4 +122,17 @@ public sealed class BarePayload(byte[] bytes)
 
     public static BarePayload Load(string? path) =>
         new(string.IsNullOrWhiteSpace(path) ? "{\"bare\":true}"u8.ToArray() : File.ReadAllBytes(path));
+}
+
+/// <summary>This process's memory after full, compacting collections: its GC heap and its working set, in bytes.</summary>
+public static class BenchMemory
+{
+    public static (long Heap, long WorkingSet) Measure()
+    {
+        GC.Collect(2, GCCollectionMode.Forced, blocking: true, compacting: true);
+        GC.WaitForPendingFinalizers();
+        GC.Collect(2, GCCollectionMode.Forced, blocking: true, compacting: true);
+        using var process = System.Diagnostics.Process.GetCurrentProcess();
+        return (GC.GetTotalMemory(forceFullCollection: true), process.WorkingSet64);
+    }
 }

@@ -132,7 +132,8 @@ public sealed partial class BenchRun
         using var tail = new CancellationTokenSource();
         var reads = new FreshReads();
         var started = Stopwatch.GetTimestamp();
-        var writer = WriteOrdersAsync(clients, pending, (client, orderId, committedAt) => ProbeAsync(http, Tokens[client], orderId, committedAt, reads));
+        var writer = WriteOrdersAsync(clients, pending, _env.FreshProbesPerSecond, _env.FreshReaders,
+            (client, orderId, committedAt) => ProbeAsync(http, Tokens[client], orderId, committedAt, reads));
         var readers = PollReadersAsync(http, reads, writer);
         var adminPolls = admins.Select((a, i) => PollAdminAsync(http, adminTokens[i], ordersBefore[a.SiteId], pending[a.SiteId], writer, tail.Token, reads)).ToList();
 
@@ -154,15 +155,17 @@ public sealed partial class BenchRun
     }
 
     /// <summary>
-    /// Inserts the round's orders at the configured rate over <paramref name="clients"/>, and starts a probe for
-    /// about <see cref="BenchEnvironment.FreshProbesPerSecond"/> of them a second (writes to clients with their dashboard open).
+    /// Inserts <see cref="BenchEnvironment.FreshSeconds"/> of orders at <see cref="BenchEnvironment.FreshWritesPerSecond"/>
+    /// over <paramref name="clients"/>, and starts a probe for about <paramref name="probesPerSecond"/> of them a second
+    /// (writes to the first <paramref name="probed"/> clients, those with their dashboard open).
     /// </summary>
     private async Task<(int Writes, double Seconds, List<Task<double>> Probes)> WriteOrdersAsync(
-        List<Caller> clients, Dictionary<long, ConcurrentQueue<(long Sequence, long CommittedAt)>> pending, Func<int, long, long, Task<double>> probe)
+        List<Caller> clients, Dictionary<long, ConcurrentQueue<(long Sequence, long CommittedAt)>> pending,
+        int probesPerSecond, int probed, Func<int, long, long, Task<double>> probe)
     {
         var rate = _env.FreshWritesPerSecond;
         var total = rate * _env.FreshSeconds;
-        var probeEvery = rate / _env.FreshProbesPerSecond;
+        var probeEvery = rate / probesPerSecond;
         var random = new Random(FreshSeed);
         var sequences = pending.Keys.ToDictionary(site => site, _ => 0L);
         var probes = new List<Task<double>>();
@@ -200,7 +203,7 @@ public sealed partial class BenchRun
                 var orderId = (long)(await insert.ExecuteScalarAsync())!;
                 var committedAt = Stopwatch.GetTimestamp();
                 pending[caller.SiteId].Enqueue((++sequences[caller.SiteId], committedAt));
-                if (written >= nextProbe && index < _env.FreshReaders)
+                if (written >= nextProbe && index < probed)
                 {
                     probes.Add(probe(index, orderId, committedAt));
                     nextProbe += probeEvery;

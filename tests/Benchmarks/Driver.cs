@@ -18,7 +18,7 @@ namespace StatsCache.Benchmarks;
 public static class Driver
 {
     // fresh last: the orders it inserts would change what the others read.
-    public static readonly string[] AllScenarios = ["source", "stampede", "hit", "refresh", "abuse", "fresh"];
+    public static readonly string[] AllScenarios = ["source", "stampede", "hit", "refresh", "abuse", "fresh", "live"];
 
     /// <summary>The user-scoped view the HTTP scenarios read: one row per client, a typical snapshot.</summary>
     public const string HitView = "client-stats";
@@ -71,6 +71,7 @@ public static class Driver
                     "hit" => bench.HitAsync(),
                     "fresh" => bench.FreshAsync(),
                     "abuse" => bench.AbuseAsync(),
+                    "live" => bench.LiveAsync(),
                     _ => bench.RefreshAsync(),
                 });
                 Console.WriteLine($"   ({scenarioStarted.Elapsed.TotalSeconds:F0} s)");

@@ -70,7 +70,7 @@ public static class RefreshScenario
             });
 
         await CreateAsync(0, WarmEntries);
-        var (heapBefore, workingSetBefore) = Memory();
+        var (heapBefore, workingSetBefore) = BenchMemory.Measure();
         var created = Stopwatch.StartNew();
         await CreateAsync(WarmEntries, entries);
         var createSeconds = created.Elapsed.TotalSeconds;
@@ -95,7 +95,7 @@ public static class RefreshScenario
             }
         }
 
-        var (heapAfter, workingSetAfter) = Memory();
+        var (heapAfter, workingSetAfter) = BenchMemory.Measure();
         if (activeEntries.Value != entries)
         {
             throw new InvalidOperationException($"Expected {entries} active entries after the window, the StatsCache meter says {activeEntries.Value}.");
@@ -119,15 +119,6 @@ public static class RefreshScenario
         Console.WriteLine("BENCH_JSON " + result.ToJsonString());
         await host.StopAsync();
         return 0;
-    }
-
-    private static (long Heap, long WorkingSet) Memory()
-    {
-        GC.Collect(2, GCCollectionMode.Forced, blocking: true, compacting: true);
-        GC.WaitForPendingFinalizers();
-        GC.Collect(2, GCCollectionMode.Forced, blocking: true, compacting: true);
-        using var process = Process.GetCurrentProcess();
-        return (GC.GetTotalMemory(forceFullCollection: true), process.WorkingSet64);
     }
 
     /// <summary>Counts loads and answers every one with the same bytes.</summary>

@@ -6,6 +6,7 @@ using StatsCache.Hosting;
 using StatsCache.WebHost.Api;
 using StatsCache.WebHost.Auth;
 using StatsCache.WebHost.Hosting;
+using StatsCache.WebHost.Live;
 using StatsCache.WebHost.NearCache;
 using YamlDotNet.RepresentationModel;
 
@@ -90,6 +91,7 @@ public sealed partial class DeployFilesTests
             (typeof(ClaimNames), $"{AuthOptions.SectionName}:{nameof(AuthOptions.Claims)}"),
             (typeof(RequestLimitOptions), RequestLimitOptions.SectionName),
             (typeof(NearCacheOptions), NearCacheOptions.SectionName),
+            (typeof(LiveOptions), LiveOptions.SectionName),
             (typeof(DashboardCacheOptions), DashboardCacheOptions.SectionName),
             (typeof(ApiOptions), ApiOptions.SectionName),
             (typeof(ChangeFeedOptions), ChangeFeedOptions.SectionName),

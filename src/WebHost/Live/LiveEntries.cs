@@ -203,7 +203,27 @@ internal sealed class LiveEntry(NearKey key, ViewRead read, long renewAt)
 
     public volatile DashboardResult? Current;
 
+    private volatile LiveFrame? _frame;
+
     public long RenewAt = renewAt;
+
+    /// <summary>The event of <see cref="Current"/>, encoded once for every stream showing the entry; null before any answer.</summary>
+    public LiveFrame? CurrentFrame()
+    {
+        if (Current is not { } current)
+        {
+            return null;
+        }
+
+        var frame = _frame;
+        if (!ReferenceEquals(frame?.Result, current))
+        {
+            frame = LiveFrame.Of(Read, current); // two streams may both encode a new answer: the same bytes, either is kept
+            _frame = frame;
+        }
+
+        return frame;
+    }
 
     public bool TryStartRenewal() => Interlocked.CompareExchange(ref _renewing, 1, 0) == 0;
 

@@ -6,6 +6,7 @@ using System.Text.Json;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.Http.Metadata;
 using Microsoft.Extensions.Options;
+using Microsoft.IdentityModel.JsonWebTokens;
 using StatsCache.WebHost.Api;
 
 namespace StatsCache.WebHost.Live;
@@ -24,6 +25,10 @@ namespace StatsCache.WebHost.Live;
 internal sealed class LiveStream(ViewRead[] reads) : IResult, IEndpointMetadataProvider
 {
     private static readonly byte[] Heartbeat = ": heartbeat\n\n"u8.ToArray();
+    private static readonly byte[] Expired = "event: expired\ndata: {\"title\":\"The bearer token has expired.\",\"status\":401}\n\n"u8.ToArray();
+
+    // CancelAfter takes at most about 49 days; a token valid for longer is ended (as expired) after this.
+    private static readonly TimeSpan LongestStream = TimeSpan.FromDays(30);
 
     public async Task ExecuteAsync(HttpContext httpContext)
     {
@@ -70,10 +75,9 @@ internal sealed class LiveStream(ViewRead[] reads) : IResult, IEndpointMetadataP
             var sent = new string?[reads.Length];
             for (var i = 0; i < reads.Length; i++)
             {
-                var answer = watched[i].Current is { } current
-                    ? AnswerOf(current)
-                    : await reader.AskGrainAsync(reads[i], watched[i].Key, watch: true, ends.Token);
-                sent[i] = await WriteEventAsync(response, reads[i], answer, ends.Token);
+                var frame = watched[i].CurrentFrame()
+                    ?? LiveFrame.Of(reads[i], await reader.AskGrainAsync(reads[i], watched[i].Key, watch: true, ends.Token));
+                sent[i] = await WriteAsync(response, frame, ends.Token);
             }
 
             while (true)
@@ -81,9 +85,9 @@ internal sealed class LiveStream(ViewRead[] reads) : IResult, IEndpointMetadataP
                 await stream.WaitAsync(ends.Token);
                 for (var i = 0; i < reads.Length; i++)
                 {
-                    if (watched[i].Current is { } current && TagOf(current) != sent[i])
+                    if (watched[i].CurrentFrame() is { } frame && frame.Tag != sent[i])
                     {
-                        sent[i] = await WriteEventAsync(response, reads[i], AnswerOf(current), ends.Token);
+                        sent[i] = await WriteAsync(response, frame, ends.Token);
                     }
                 }
 
@@ -99,8 +103,7 @@ internal sealed class LiveStream(ViewRead[] reads) : IResult, IEndpointMetadataP
             if (!httpContext.RequestAborted.IsCancellationRequested && !lifetime.ApplicationStopping.IsCancellationRequested)
             {
                 // Neither the client nor the host ended it: the token's time is up.
-                await response.Body.WriteAsync(
-                    "event: expired\ndata: {\"title\":\"The bearer token has expired.\",\"status\":401}\n\n"u8.ToArray(), CancellationToken.None);
+                await response.Body.WriteAsync(Expired, CancellationToken.None);
             }
         }
         finally
@@ -112,31 +115,46 @@ internal sealed class LiveStream(ViewRead[] reads) : IResult, IEndpointMetadataP
     public static void PopulateMetadata(MethodInfo method, EndpointBuilder builder) =>
         builder.Metadata.Add(new ProducesResponseTypeMetadata(StatusCodes.Status200OK, typeof(string), ["text/event-stream"]));
 
-    // The token's expiry ('exp', required by the authentication), from now.
+    // The token's expiry ('exp', required by the authentication), from now; at most LongestStream.
     private static TimeSpan ExpiresIn(HttpContext context, TimeProvider time)
     {
-        var exp = long.Parse(context.User.FindFirst("exp")!.Value, NumberStyles.None, CultureInfo.InvariantCulture);
+        var exp = long.Parse(context.User.FindFirst(JwtRegisteredClaimNames.Exp)!.Value, NumberStyles.None, CultureInfo.InvariantCulture);
         var left = DateTimeOffset.FromUnixTimeSeconds(exp) - time.GetUtcNow();
-        return left > TimeSpan.Zero ? left : TimeSpan.Zero;
+        return left <= TimeSpan.Zero ? TimeSpan.Zero : left < LongestStream ? left : LongestStream;
     }
 
-    private static ViewAnswer AnswerOf(DashboardResult result) => result.Snapshot is { } snapshot
+    private static async Task<string> WriteAsync(HttpResponse response, LiveFrame frame, CancellationToken cancellationToken)
+    {
+        await response.Body.WriteAsync(frame.Bytes, cancellationToken);
+        await response.Body.FlushAsync(cancellationToken);
+        return frame.Tag;
+    }
+}
+
+/// <summary>
+/// One view's event, encoded: <see cref="Tag"/> tells one answer from the next (its ETag, or empty without a snapshot).
+/// Encoded once per answer of an entry (<see cref="LiveEntry.CurrentFrame"/>) however many streams show it.
+/// </summary>
+internal sealed class LiveFrame(DashboardResult? result, string tag, byte[] bytes)
+{
+    public DashboardResult? Result { get; } = result;
+
+    public string Tag { get; } = tag;
+
+    public byte[] Bytes { get; } = bytes;
+
+    public static LiveFrame Of(in ViewRead read, DashboardResult result) => Of(read, result.Snapshot is { } snapshot
         ? ViewAnswer.Answered(snapshot, result.Stale, result.NextRefreshIn)
-        : new ViewAnswer(ViewAnswerKind.SourceUnavailable, null, true, result.NextRefreshIn);
-
-    // What tells one answer from the next: its ETag, or that there is no snapshot.
-    private static string TagOf(DashboardResult result) => result.Snapshot is { } snapshot ? ETagOf(snapshot, result.Stale) : "";
-
-    private static string ETagOf(DashboardSnapshot snapshot, bool stale) => "W/" + ViewAnswer.OpaqueTagOf(snapshot, stale);
+        : new ViewAnswer(ViewAnswerKind.SourceUnavailable, null, true, result.NextRefreshIn), result);
 
     /// <summary>
-    /// Writes one view's event and flushes it; returns what identifies the answer sent. A view's data can hold line
-    /// breaks (a <c>json</c> column is copied as stored), and each line break ends an SSE line: each line gets its own
+    /// <c>event:</c> the view, <c>id:</c> its ETag, <c>data:</c> its slot. A view's data can hold line breaks (a
+    /// <c>json</c> column is copied as stored), and each line break ends an SSE line: each line gets its own
     /// <c>data:</c> field, which the client joins back with line feeds, JSON whitespace either way.
     /// </summary>
-    private static async Task<string> WriteEventAsync(HttpResponse response, ViewRead read, ViewAnswer answer, CancellationToken cancellationToken)
+    public static LiveFrame Of(in ViewRead read, in ViewAnswer answer, DashboardResult? result = null)
     {
-        var tag = answer.Snapshot is { } snapshot ? ETagOf(snapshot, answer.Stale) : "";
+        var tag = answer.Snapshot is { } snapshot ? "W/" + ViewAnswer.OpaqueTagOf(snapshot, answer.Stale) : "";
         var body = new ArrayBufferWriter<byte>(1024);
         using (var json = new Utf8JsonWriter(body))
         {
@@ -158,9 +176,7 @@ internal sealed class LiveStream(ViewRead[] reads) : IResult, IEndpointMetadataP
         }
 
         Write(frame, "\n");
-        await response.Body.WriteAsync(frame.WrittenMemory, cancellationToken);
-        await response.Body.FlushAsync(cancellationToken);
-        return tag;
+        return new LiveFrame(result, tag, frame.WrittenSpan.ToArray());
     }
 
     private static IEnumerable<ReadOnlyMemory<byte>> Lines(ReadOnlyMemory<byte> text)
