@@ -76,7 +76,7 @@ public sealed class LimitsTests(TestDatabase db)
     [Fact]
     public async Task RequestLimitIsPerCallerAnsweredWithProblemDetailsAndNeverTouchesOperationalEndpoints()
     {
-        await using var web = StatsCacheFactory.Started(SmallRequestLimit);
+        await using var web = StatsCacheFactory.Started([.. SmallRequestLimit, ("StatsCache:RequestLimit:RejectionDelay", "00:00:00.300")]);
         using var metrics = new MetricsRecorder(web.Services);
         var site = await db.NewWebsiteAsync();
         var first = web.ClientFor(site, "client", await db.NewUserAsync(site, "client"));
@@ -85,9 +85,12 @@ public sealed class LimitsTests(TestDatabase db)
         // The burst is answered; the limit refills one request a second, so among as many again one is refused.
         var statuses = new List<HttpStatusCode>();
         HttpResponseMessage? refused = null;
+        var refusedAfter = TimeSpan.Zero;
         for (var i = 0; i < 2 * RequestBurst && refused is null; i++)
         {
+            var asked = System.Diagnostics.Stopwatch.StartNew();
             var response = await first.GetAsync("/api/dashboards/client-stats");
+            refusedAfter = asked.Elapsed;
             statuses.Add(response.StatusCode);
             refused = response.StatusCode == HttpStatusCode.TooManyRequests ? response : null;
         }
@@ -98,6 +101,9 @@ public sealed class LimitsTests(TestDatabase db)
         Assert.Contains("1 requests a second", problem.Detail, StringComparison.Ordinal);
         Assert.InRange(refused.Headers.RetryAfter?.Delta ?? TimeSpan.Zero, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(2));
         Assert.Equal(1, metrics.Total("statscache.refusals", outcome: "request-rate"));
+
+        // The refusal was held for the rejection delay: a flood on one connection gets at most one answer per delay.
+        Assert.True(refusedAfter >= TimeSpan.FromMilliseconds(290), $"The 429 came after {refusedAfter.TotalMilliseconds:F0} ms.");
 
         // Another caller (same site and role) has a limit of its own; the operational endpoints have none.
         Assert.Equal(HttpStatusCode.OK, (await second.GetAsync("/api/dashboards/client-stats")).StatusCode);

@@ -156,6 +156,29 @@ public sealed class LiveTests(TestDatabase db, ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task AWebHostHoldsAtMostItsCapOfStreamsAndEndsThemWhenItStops()
+    {
+        var web = StatsCacheFactory.Started([("StatsCache:Live:MaxStreams", "1")]);
+        var site = await db.NewWebsiteAsync();
+        await using var live = await EventStream.OpenAsync(web.ClientFor(site, "client", await db.NewUserAsync(site, "client")), "/api/dashboards/live?view=client-stats");
+        Assert.Equal("client-stats", (await live.NextEventAsync()).Name);
+
+        using (var another = await web.ClientFor(site, "client", await db.NewUserAsync(site, "client"))
+            .GetAsync("/api/dashboards/live?view=client-stats", HttpCompletionOption.ResponseHeadersRead))
+        {
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, another.StatusCode);
+            Assert.Equal("application/problem+json", another.Content.Headers.ContentType?.MediaType);
+            Assert.NotNull(another.Headers.RetryAfter);
+        }
+
+        // Stopping: the open stream ends (its reader sees the end), without an 'expired' event.
+        var stopping = web.DisposeAsync().AsTask();
+        var next = await live.NextAsync(Deadline);
+        Assert.True(next is null || next.Comment is not null, $"Expected the end of the stream, got '{next?.Name}'.");
+        await stopping;
+    }
+
+    [Fact]
     public async Task StreamsOfDifferentCallersCarryOnlyTheirOwnNumbers()
     {
         await using var web = await WithChangeFeedAsync();

@@ -40,14 +40,20 @@ public static class RequestLimitExtensions
                     QueueLimit = 0, // refuse at once: a queued request would only hold a connection longer
                 })
                 : RateLimitPartition.GetNoLimiter(Unlimited));
-            limiter.OnRejected = (rejected, _) =>
+            limiter.OnRejected = async (rejected, requestAborted) =>
             {
                 var context = rejected.HttpContext;
                 context.RequestServices.GetRequiredService<ApiMetrics>().Refused(RefusalReason.RequestRate);
                 var retryAfter = rejected.Lease.TryGetMetadata(MetadataName.RetryAfter, out var after) ? after : TimeSpan.FromSeconds(1);
-                return new ValueTask(DashboardApi.TooFast(context.Response, retryAfter,
+                var delay = retryAfter < options.RejectionDelay ? retryAfter : options.RejectionDelay;
+                if (delay > TimeSpan.Zero)
+                {
+                    await Task.Delay(delay, requestAborted);
+                }
+
+                await DashboardApi.TooFast(context.Response, retryAfter,
                     $"At most {options.RequestsPerSecond} requests a second (bursts of {options.Burst}) are answered for one caller.")
-                    .ExecuteAsync(context));
+                    .ExecuteAsync(context);
             };
         });
         return builder;
@@ -71,4 +77,12 @@ public sealed class RequestLimitOptions
     /// <summary>Requests one caller may send at once before the rate applies.</summary>
     [Range(1, 1_000_000)]
     public int Burst { get; set; } = 100;
+
+    /// <summary>
+    /// How long a refused request waits before its 429 is sent (never longer than its Retry-After). A flood retries at
+    /// once on every connection it holds; held this long, it gets one answer per connection per delay, so refusing it
+    /// costs the web host next to nothing and leaves the cores to the other callers. Zero: refused at once.
+    /// </summary>
+    [Range(typeof(TimeSpan), "00:00:00", "00:00:10")]
+    public TimeSpan RejectionDelay { get; set; } = TimeSpan.FromSeconds(1);
 }
