@@ -26,7 +26,7 @@ public sealed class ChangeFeedTests(TestDatabase db, ITestOutputHelper output) :
     {
         _factory.Settings["StatsCache:Changes:IsEnabled"] = "true";
         _factory.CreateClient().Dispose(); // start the host, and with it the silo's listener
-        await WaitUntilAsync(async () => await ListenersAsync(db) > 0, "the change feed listening");
+        await WaitUntilListeningAsync(_factory, db);
     }
 
     public async Task DisposeAsync() => await _factory.DisposeAsync();
@@ -192,6 +192,23 @@ public sealed class ChangeFeedTests(TestDatabase db, ITestOutputHelper output) :
         await using var command = db.DataSource.CreateCommand("select exists (select 1 from pg_stat_activity where pid = @pid)");
         command.Parameters.AddWithValue("pid", pid);
         return (bool)(await command.ExecuteScalarAsync())!;
+    }
+
+    /// <summary>
+    /// Waits until <paramref name="web"/>'s own listener receives notices: it sends a probe notice (a table no view
+    /// reads, a site nobody has) until that host counts one. Counting every listener of the shared database would
+    /// also count other tests' hosts, and a write made before this host listens would never reach it.
+    /// </summary>
+    internal static async Task WaitUntilListeningAsync(StatsCacheFactory web, TestDatabase db)
+    {
+        using var metrics = new MetricsRecorder(web.Services);
+        var payload = new ChangeNotice("listening_probe", long.MaxValue, [], null).ToJson();
+        await WaitUntilAsync(async () =>
+        {
+            await db.ExecuteAsync("select pg_notify(@channel, @payload)", ("channel", ChangeNotice.Channel), ("payload", payload));
+            await Task.Delay(TimeSpan.FromMilliseconds(20));
+            return metrics.Total("statscache.changes") > 0;
+        }, "the change feed listening");
     }
 
     /// <summary>The change feed's listening connections on the test database (one per silo with the feed on).</summary>

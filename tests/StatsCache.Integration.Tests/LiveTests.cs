@@ -95,6 +95,39 @@ public sealed class LiveTests(TestDatabase db, ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task AWatchIsRenewedOncePerHalfWatchHoweverManyStreamsAndKeepsThemCurrent()
+    {
+        var web = StatsCacheFactory.Started([("StatsCache:Changes:IsEnabled", "true"), ("StatsCache:Live:WatchDuration", "00:00:02")]);
+        await using var _ = web;
+        await ChangeFeedTests.WaitUntilListeningAsync(web, db);
+        using var metrics = new MetricsRecorder(web.Services);
+        var site = await db.NewWebsiteAsync();
+        var client = await db.NewUserAsync(site, "client");
+        var streams = new List<EventStream>();
+        for (var i = 0; i < 5; i++)
+        {
+            var live = await EventStream.OpenAsync(web.ClientFor(site, "client", client), "/api/dashboards/live?view=client-stats");
+            Assert.Equal(0, TotalOrders(await live.NextEventAsync()));
+            streams.Add(live);
+        }
+
+        // Three watches long: renewed about once a second (half of 2 s), not once per stream nor on every upkeep tick.
+        var readsBefore = metrics.Total("statscache.reads");
+        await Task.Delay(TimeSpan.FromSeconds(6));
+        var renewals = metrics.Total("statscache.reads") - readsBefore;
+        output.WriteLine($"{renewals} grain reads in 6 s for 5 streams of one entry");
+        Assert.InRange(renewals, 4, 8);
+
+        // The watch held all along: a write still reaches every stream.
+        await db.NewOrderAsync(site, client);
+        foreach (var live in streams)
+        {
+            Assert.Equal(1, TotalOrders(await live.NextEventAsync(Deadline)));
+            await live.DisposeAsync();
+        }
+    }
+
+    [Fact]
     public async Task AQuietStreamGetsHeartbeats()
     {
         await using var web = StatsCacheFactory.Started([("StatsCache:Live:HeartbeatInterval", "00:00:01")]);
@@ -203,7 +236,7 @@ public sealed class LiveTests(TestDatabase db, ITestOutputHelper output)
     private async Task<StatsCacheFactory> WithChangeFeedAsync()
     {
         var web = StatsCacheFactory.Started([("StatsCache:Changes:IsEnabled", "true")]);
-        await WaitUntilAsync(async () => await ChangeFeedTests.ListenersAsync(db) > 0, "the change feed listening");
+        await ChangeFeedTests.WaitUntilListeningAsync(web, db);
         return web;
     }
 

@@ -28,12 +28,7 @@ public sealed class PageTests(TestDatabase db, ITestOutputHelper output) : IAsyn
         _web.UseKestrel(port);
         _web.StartServer();
         _address = $"http://127.0.0.1:{port}";
-        var started = Stopwatch.StartNew();
-        while (await ChangeFeedTests.ListenersAsync(db) == 0)
-        {
-            Assert.True(started.Elapsed < TimeSpan.FromSeconds(10), "The change feed did not start listening.");
-            await Task.Delay(TimeSpan.FromMilliseconds(20));
-        }
+        await ChangeFeedTests.WaitUntilListeningAsync(_web, db);
     }
 
     public async Task DisposeAsync() => await _web.DisposeAsync();

@@ -364,10 +364,15 @@ internal sealed partial class DashboardEntries(
         Push(entry, removed: false);
     }
 
+    // A watch lasts until the latest lease any of the web host's reads asked for: a web host's near-cache asks for seconds,
+    // its live streams for longer, through the same watcher.
     private void Watch(Entry entry, IDashboardWatcher watcher, DateTimeOffset until)
     {
         entry.Watchers ??= [];
-        entry.Watchers[watcher] = until;
+        if (!entry.Watchers.TryGetValue(watcher, out var held) || held < until)
+        {
+            entry.Watchers[watcher] = until;
+        }
     }
 
     /// <summary>

@@ -24,27 +24,49 @@ public sealed class DashboardReader(
     internal ValueTask<ViewAnswer> ReadAsync(ViewRead read, CancellationToken cancellationToken)
     {
         var key = KeyOf(read);
-        if (!read.Refresh && nearCache.IsEnabled && nearCache.TryGet(key, out var held, out var refreshIn))
+        if (!read.Refresh && nearCache.IsEnabled && nearCache.TryGet(key, out var held, out var refreshIn, out var renewLease))
         {
+            if (renewLease)
+            {
+                _ = RenewLeaseAsync(read, key);
+            }
+
             return new ValueTask<ViewAnswer>(ViewAnswer.Answered(held, stale: false, refreshIn));
         }
 
         return AskGrainAsync(read, key, watcher.Wants(key), cancellationToken);
     }
 
+    // A read that watches the entry again, off the request's path: its answer renews the near-cache's lease (Store).
+    private async Task RenewLeaseAsync(ViewRead read, NearKey key)
+    {
+        try
+        {
+            await AskGrainAsync(read, key, watch: true, CancellationToken.None);
+        }
+        catch (Exception e)
+        {
+            // The cluster's own failures are answers (ClusterUnavailable); anything else must not go unobserved.
+            logger.LogWarning(e, "Renewing the near-cache lease of {View} failed", read.View.Name);
+        }
+    }
+
     /// <summary>
-    /// Asks the caller's grain, watching the entry for a lease when <paramref name="watch"/> (which also renews a lease
-    /// held). A failed call is retried while the cluster heals (<see cref="GrainCalls"/>), then answered as unavailable.
+    /// Asks the caller's grain, watching the entry when <paramref name="watch"/> for <paramref name="watchFor"/> (default:
+    /// the near-cache's lease), which also renews a watch held. A failed call is retried while the cluster heals
+    /// (<see cref="GrainCalls"/>), then answered as unavailable.
     /// </summary>
-    internal async ValueTask<ViewAnswer> AskGrainAsync(ViewRead read, NearKey key, bool watch, CancellationToken cancellationToken)
+    internal async ValueTask<ViewAnswer> AskGrainAsync(
+        ViewRead read, NearKey key, bool watch, CancellationToken cancellationToken, TimeSpan? watchFor = null)
     {
         var readStarted = nearCache.ReadStarting();
         var watching = watch ? watcher.Reference : null;
+        var watchedFor = watchFor ?? nearCache.LeaseDuration;
         DashboardResult result;
         try
         {
             var grain = grains.User(read.Caller.SiteId, read.Caller.Role, read.Caller.UserId);
-            var request = new DashboardRequest(read.View.Name, read.Parameters.Key, read.Refresh, watching, nearCache.LeaseDuration);
+            var request = new DashboardRequest(read.View.Name, read.Parameters.Key, read.Refresh, watching, watchedFor);
             result = await GrainCalls.ReadAsync(
                 static (call, ct) => call.grain.GetAsync(call.request, ct), (grain, request), options.Value, cancellationToken);
         }
@@ -62,7 +84,7 @@ public sealed class DashboardReader(
 
         if (watching is not null)
         {
-            watcher.Answered(key, result, read.View.Ttl, readStarted);
+            watcher.Answered(key, result, read.View.Ttl, readStarted, watchedFor);
         }
 
         return result.Snapshot is { } snapshot

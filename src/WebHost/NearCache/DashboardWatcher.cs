@@ -31,15 +31,18 @@ public sealed class DashboardWatcher : IDashboardWatcher
     /// <summary>Whether a read of <paramref name="key"/> should watch it: the near-cache keeps answers, or a live stream shows it.</summary>
     public bool Wants(in NearKey key) => _nearCache.IsEnabled || _live.IsWatched(key);
 
-    /// <summary>A watching read's answer from the grain, read from <paramref name="readStarted"/> (its lease runs from then).</summary>
-    public void Answered(in NearKey key, DashboardResult result, TimeSpan ttl, long readStarted)
+    /// <summary>
+    /// A watching read's answer from the grain, read from <paramref name="readStarted"/> and watched for
+    /// <paramref name="watchedFor"/> from then (the near-cache holds it for its own lease at most).
+    /// </summary>
+    public void Answered(in NearKey key, DashboardResult result, TimeSpan ttl, long readStarted, TimeSpan watchedFor)
     {
         if (_nearCache.IsEnabled && result.Snapshot is not null)
         {
             _nearCache.Store(key, result, ttl, readStarted);
         }
 
-        _live.Apply(key, result);
+        _live.Apply(key, result, (readStarted, watchedFor));
     }
 
     public Task OnChangedAsync(DashboardChange change)
