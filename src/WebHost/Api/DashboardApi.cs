@@ -102,8 +102,7 @@ public static class DashboardApi
         var pending = new Task[reads.Length];
         for (var i = 0; i < reads.Length; i++)
         {
-            var slot = i;
-            pending[i] = ReadInto(reader.ReadAsync(reads[i], context.RequestAborted), answers, slot);
+            pending[i] = ReadInto(reader.ReadAsync(reads[i], context.RequestAborted), answers, i);
         }
 
         await Task.WhenAll(pending);
