@@ -70,9 +70,6 @@ public sealed class BenchCounters : IDisposable
     /// <summary>The benchmark host's near-cache misses: reads that called the grain.</summary>
     public const string NearCacheMisses = "statscache.nearcache.misses";
 
-    /// <summary>The benchmark host's near-cache lease renewals: grain calls off the reads' path.</summary>
-    public const string NearCacheRenewals = "statscache.nearcache.renewals";
-
     /// <summary>Bytes this process has allocated since it started (<see cref="GC.GetTotalAllocatedBytes"/>): a hit's cost in garbage.</summary>
     public const string AllocatedBytes = "process.allocated_bytes";
 
@@ -84,7 +81,6 @@ public sealed class BenchCounters : IDisposable
         [NoCacheLoads] = 0,
         [FusionLoads] = 0,
         [NearCacheMisses] = 0,
-        [NearCacheRenewals] = 0,
     };
 
     public BenchCounters()

@@ -239,7 +239,7 @@ public sealed partial class BenchRun
                     // A second of the same reads first, not measured: between its turns a contender stands idle for
                     // longer than the near-cache's lease, which a hot key never does; every contender gets the same.
                     await WrkAsync(host, path, tokenFile, 1);
-                    var callsBefore = nearCached ? await NearCacheGrainCallsAsync(host) : 0;
+                    var missesBefore = nearCached ? await NearCacheMissesAsync(host) : 0;
                     var slice = await WrkAsync(host, path, tokenFile, Math.Max(1, _env.HitSeconds / _env.HitRounds));
                     if (allocatedBefore is { } before)
                     {
@@ -248,7 +248,7 @@ public sealed partial class BenchRun
 
                     if (nearCached)
                     {
-                        grainCalls[name] = grainCalls.GetValueOrDefault(name) + (await NearCacheGrainCallsAsync(host) - callsBefore);
+                        grainCalls[name] = grainCalls.GetValueOrDefault(name) + (await NearCacheMissesAsync(host) - missesBefore);
                     }
 
                     rounds[name].Add(slice);
@@ -306,23 +306,21 @@ public sealed partial class BenchRun
     private const string ClusterContender = "StatsCache cluster";
 
     /// <summary>
-    /// The host's near-cache grain calls so far (misses, and lease renewals off the reads' path): the benchmark host's
-    /// own counters, or a web host's Prometheus text.
+    /// Reads the host's near-cache misses so far (each a grain call): the benchmark host's own counters, or a web host's
+    /// Prometheus text.
     /// </summary>
-    private async Task<long> NearCacheGrainCallsAsync(HttpHost host)
+    private async Task<long> NearCacheMissesAsync(HttpHost host)
     {
         var client = ClientFor(host);
         using var counters = await client.GetAsync("/bench/counters");
         if (counters.IsSuccessStatusCode)
         {
-            var values = (await counters.Content.ReadFromJsonAsync<Dictionary<string, long>>())!;
-            return values[BenchCounters.NearCacheMisses] + values[BenchCounters.NearCacheRenewals];
+            return (await counters.Content.ReadFromJsonAsync<Dictionary<string, long>>())![BenchCounters.NearCacheMisses];
         }
 
         var metrics = await client.GetStringAsync("/metrics");
         return metrics.Split('\n')
-            .Where(line => line.StartsWith("statscache_nearcache_misses_total", StringComparison.Ordinal)
-                || line.StartsWith("statscache_nearcache_renewals_total", StringComparison.Ordinal))
+            .Where(line => line.StartsWith("statscache_nearcache_misses_total", StringComparison.Ordinal))
             .Sum(line => (long)double.Parse(line[(line.LastIndexOf(' ') + 1)..], Inv));
     }
 

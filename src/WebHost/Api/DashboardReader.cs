@@ -24,31 +24,12 @@ public sealed class DashboardReader(
     internal ValueTask<ViewAnswer> ReadAsync(ViewRead read, CancellationToken cancellationToken)
     {
         var key = KeyOf(read);
-        if (!read.Refresh && nearCache.IsEnabled && nearCache.TryGet(key, out var held, out var refreshIn, out var renewLease))
+        if (!read.Refresh && nearCache.IsEnabled && nearCache.TryGet(key, out var held, out var refreshIn))
         {
-            if (renewLease)
-            {
-                _ = RenewLeaseAsync(read, key);
-            }
-
             return new ValueTask<ViewAnswer>(ViewAnswer.Answered(held, stale: false, refreshIn));
         }
 
         return AskGrainAsync(read, key, watcher.Wants(key), cancellationToken);
-    }
-
-    // A read that watches the entry again, off the request's path: its answer renews the near-cache's lease (Store).
-    private async Task RenewLeaseAsync(ViewRead read, NearKey key)
-    {
-        try
-        {
-            await AskGrainAsync(read, key, watch: true, CancellationToken.None);
-        }
-        catch (Exception e)
-        {
-            // The cluster's own failures are answers (ClusterUnavailable); anything else must not go unobserved.
-            logger.LogWarning(e, "Renewing the near-cache lease of {View} failed", read.View.Name);
-        }
     }
 
     /// <summary>

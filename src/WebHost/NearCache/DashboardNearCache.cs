@@ -19,21 +19,17 @@ public sealed class DashboardNearCache
     private readonly ConcurrentDictionary<NearKey, NearEntry> _entries = new();
     private readonly NearCacheOptions _options;
     private readonly TimeProvider _time;
-    private readonly long _leaseTicks;
     private readonly Counter<long> _hits;
     private readonly Counter<long> _misses;
-    private readonly Counter<long> _renewals;
     private int _evicting;
 
     public DashboardNearCache(IOptions<NearCacheOptions> options, TimeProvider time, IMeterFactory meters)
     {
         _options = options.Value;
         _time = time;
-        _leaseTicks = Ticks(_options.LeaseDuration);
         var meter = meters.Create(DashboardMetrics.MeterName);
         _hits = meter.CreateCounter<long>("statscache.nearcache.hits", "{read}", "Reads this web host answered from its near-cache, without a grain call.");
         _misses = meter.CreateCounter<long>("statscache.nearcache.misses", "{read}", "Reads that called the grain (not held, lease or refresh due, stale, or refresh=true).");
-        _renewals = meter.CreateCounter<long>("statscache.nearcache.renewals", "{call}", "Grain calls that renewed the lease of an entry still being read, off the reads' path.");
         meter.CreateObservableUpDownCounter("statscache.nearcache.entries", () => _entries.Count, "{entry}", "Entries in this web host's near-cache.");
     }
 
@@ -44,13 +40,8 @@ public sealed class DashboardNearCache
     /// <summary>When a read that will watch its entry starts (its lease runs from here): pass it to <see cref="Store"/>.</summary>
     public long ReadStarting() => _time.GetTimestamp();
 
-    /// <summary>
-    /// The held answer of <paramref name="key"/>, when it is the one the grain would give now. <paramref name="renewLease"/>:
-    /// the lease is in its last quarter, and this read is the one to renew it (ask the grain in the background, watching
-    /// again), so an entry read on and on is answered from here without a miss every lease. Only the last quarter: an
-    /// entry read now and then lets its lease run out rather than cost a grain call every half lease.
-    /// </summary>
-    public bool TryGet(in NearKey key, out DashboardSnapshot snapshot, out TimeSpan nextRefreshIn, out bool renewLease)
+    /// <summary>The held answer of <paramref name="key"/>, when it is the one the grain would give now.</summary>
+    public bool TryGet(in NearKey key, out DashboardSnapshot snapshot, out TimeSpan nextRefreshIn)
     {
         var now = _time.GetTimestamp();
         if (_entries.TryGetValue(key, out var entry) && entry.Result is { Snapshot: { } held, Stale: false }
@@ -60,12 +51,6 @@ public sealed class DashboardNearCache
             entry.LastRead = now;
             snapshot = held;
             nextRefreshIn = _time.GetElapsedTime(now, entry.RefreshAt);
-            renewLease = now >= entry.LeaseUntil - (_leaseTicks / 4) && entry.TryStartRenewal();
-            if (renewLease)
-            {
-                _renewals.Add(1);
-            }
-
             _hits.Add(1);
             return true;
         }
@@ -73,7 +58,6 @@ public sealed class DashboardNearCache
         _misses.Add(1);
         snapshot = null!;
         nextRefreshIn = default;
-        renewLease = false;
         return false;
     }
 
@@ -149,17 +133,11 @@ public sealed class DashboardNearCache
 
     /// <summary>
     /// The answer held for a key: until <see cref="LeaseUntil"/> the grain pushes its changes, at <see cref="RefreshAt"/> it
-    /// reloads (timestamps); <see cref="Ttl"/> is the view's. <see cref="LastRead"/> orders eviction. One renewal at a
-    /// time: the grain's answer replaces the entry (and with it the flag); a renewal that fails leaves it set, and the
-    /// lease runs out.
+    /// reloads (timestamps); <see cref="Ttl"/> is the view's. <see cref="LastRead"/> orders eviction.
     /// </summary>
     private sealed record NearEntry(DashboardResult Result, long LeaseUntil, long RefreshAt, TimeSpan Ttl)
     {
-        private int _renewing;
-
         public long LastRead { get; set; }
-
-        public bool TryStartRenewal() => Interlocked.Exchange(ref _renewing, 1) == 0;
     }
 }
 
