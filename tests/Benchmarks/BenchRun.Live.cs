@@ -179,7 +179,18 @@ public sealed partial class BenchRun
     private static async Task ReadStreamAsync(
         HttpClient http, string token, Caller caller, string view, bool measured, LiveProbes probes, CountdownEvent first, SemaphoreSlim gate, CancellationToken stop)
     {
+        // The stream is open once its first event came (or it failed): the next one may open.
         var released = false;
+        void Release()
+        {
+            if (!released)
+            {
+                released = true;
+                first.Signal();
+                gate.Release();
+            }
+        }
+
         try
         {
             using var request = new HttpRequestMessage(HttpMethod.Get, $"/api/dashboards/live?view={view}");
@@ -196,11 +207,9 @@ public sealed partial class BenchRun
                     while ((read = await body.ReadAsync(buffer, stop)) > 0)
                     {
                         var events = Count(buffer.AsSpan(0, read));
-                        if (events > 0 && !released)
+                        if (events > 0)
                         {
-                            released = true;
-                            first.Signal();
-                            gate.Release();
+                            Release();
                         }
 
                         probes.Counted(events);
@@ -235,12 +244,7 @@ public sealed partial class BenchRun
                     probes.ClientShows(caller.UserId, data.GetProperty("summary").GetProperty("last_order_id") is { ValueKind: JsonValueKind.Number } last ? last.GetInt64() : 0, seenAt);
                 }
 
-                if (!released)
-                {
-                    released = true;
-                    first.Signal();
-                    gate.Release();
-                }
+                Release();
             }
         }
         catch (OperationCanceledException) when (stop.IsCancellationRequested)
@@ -249,9 +253,7 @@ public sealed partial class BenchRun
         catch (Exception) when (!released)
         {
             probes.StreamFailed();
-            released = true;
-            first.Signal();
-            gate.Release();
+            Release();
         }
     }
 

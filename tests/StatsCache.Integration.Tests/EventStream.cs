@@ -93,11 +93,11 @@ internal sealed class EventStream : IAsyncDisposable
         }
     }
 
-    public async ValueTask DisposeAsync()
+    public ValueTask DisposeAsync()
     {
         _reader.Dispose();
         _response.Dispose();
-        await Task.CompletedTask;
+        return ValueTask.CompletedTask;
     }
 }
 

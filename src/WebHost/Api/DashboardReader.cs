@@ -68,9 +68,7 @@ public sealed class DashboardReader(
             watcher.Answered(key, result, read.View.Ttl, readStarted, watchedFor);
         }
 
-        return result.Snapshot is { } snapshot
-            ? ViewAnswer.Answered(snapshot, result.Stale, result.NextRefreshIn)
-            : new ViewAnswer(ViewAnswerKind.SourceUnavailable, null, true, result.NextRefreshIn);
+        return ViewAnswer.Of(result);
     }
 }
 
@@ -99,6 +97,11 @@ internal readonly record struct ViewAnswer(ViewAnswerKind Kind, DashboardSnapsho
 
     public static ViewAnswer Answered(DashboardSnapshot snapshot, bool stale, TimeSpan nextRefreshIn) =>
         new(ViewAnswerKind.Answered, snapshot, stale, nextRefreshIn);
+
+    /// <summary>A grain's (not refused) result: its snapshot, or none because loading failed.</summary>
+    public static ViewAnswer Of(DashboardResult result) => result.Snapshot is { } snapshot
+        ? Answered(snapshot, result.Stale, result.NextRefreshIn)
+        : new(ViewAnswerKind.SourceUnavailable, null, true, result.NextRefreshIn);
 
     /// <summary>
     /// The answer's entity tag, without the weak mark its ETag carries: equal data and staleness is the same answer,

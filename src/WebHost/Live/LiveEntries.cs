@@ -39,13 +39,14 @@ public sealed class LiveEntries
 
     public bool IsWatched(in NearKey key) => !_entries.IsEmpty && _entries.ContainsKey(key);
 
-    internal IEnumerable<LiveEntry> Entries => _entries.Values;
+    // Enumerated, not .Values: that copies under every lock of the dictionary, and the upkeep walks it four times a second.
+    internal IEnumerable<LiveEntry> Entries => _entries.Select(static pair => pair.Value);
 
     internal int EntryCount => _entries.Count;
 
     internal int StreamCount => Volatile.Read(ref _streamCount);
 
-    internal IEnumerable<LiveSubscriber> Streams => _streams.Keys;
+    internal IEnumerable<LiveSubscriber> Streams => _streams.Select(static pair => pair.Key);
 
     /// <summary>Counts a new stream in, unless this web host or its caller already holds as many as allowed.</summary>
     internal LiveOpening TryOpen(LiveSubscriber stream)
@@ -160,7 +161,7 @@ public sealed class LiveEntries
     /// <summary>The grains may have lost this web host's watches (a silo or the gateways went): read every entry again.</summary>
     public void RenewAll()
     {
-        foreach (var entry in _entries.Values)
+        foreach (var entry in Entries)
         {
             entry.RenewAt = 0;
         }

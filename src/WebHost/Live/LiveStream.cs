@@ -144,9 +144,7 @@ internal sealed class LiveFrame(DashboardResult? result, string tag, byte[] byte
 
     public byte[] Bytes { get; } = bytes;
 
-    public static LiveFrame Of(in ViewRead read, DashboardResult result) => Of(read, result.Snapshot is { } snapshot
-        ? ViewAnswer.Answered(snapshot, result.Stale, result.NextRefreshIn)
-        : new ViewAnswer(ViewAnswerKind.SourceUnavailable, null, true, result.NextRefreshIn), result);
+    public static LiveFrame Of(in ViewRead read, DashboardResult result) => Of(read, ViewAnswer.Of(result), result);
 
     /// <summary>
     /// <c>event:</c> the view, <c>id:</c> its ETag, <c>data:</c> its slot. A view's data can hold line breaks (a

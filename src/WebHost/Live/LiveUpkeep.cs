@@ -6,9 +6,8 @@ namespace StatsCache.WebHost.Live;
 /// <summary>
 /// Keeps the live streams' entries watched and the streams alive: each entry's grain watch is renewed with one read
 /// half a watch (<see cref="LiveOptions.WatchDuration"/>) after the last (at once after its grain dropped it), however
-/// many streams show it, and every open
-/// stream is woken for a heartbeat each <see cref="LiveOptions.HeartbeatInterval"/>. Changes themselves are pushed
-/// by the grains, never polled here.
+/// many streams show it, and every open stream is woken for a heartbeat each <see cref="LiveOptions.HeartbeatInterval"/>.
+/// Changes themselves are pushed by the grains, never polled here.
 /// </summary>
 public sealed partial class LiveUpkeep(
     LiveEntries entries, DashboardReader reader, IOptions<LiveOptions> options, TimeProvider time, ILogger<LiveUpkeep> logger)
