@@ -68,9 +68,10 @@ public sealed record DashboardSnapshot(
 /// and how long until the grain refreshes (or retries) it. A <see cref="Refused"/> read would have added an
 /// entry (a load) past the caller's budget (the caller answers 429): <see cref="NextRefreshIn"/> is then how
 /// long until the budget allows one again. <see cref="AddedEntry"/>: this read added the entry it read.
-/// </summary>
 /// <see cref="Version"/> grows with every change of the entry's answer, across activations, so an older answer
-/// or push never overwrites a newer one.
+/// or push never overwrites a newer one. <see cref="Silo"/>: the silo of the grain that answered a read that watched,
+/// whose heartbeats (<see cref="IDashboardWatcher.OnSiloAliveAsync"/>) tell the watcher its pushes still come.
+/// </summary>
 [GenerateSerializer, Immutable, Alias("statscache.DashboardResult")]
 public sealed record DashboardResult(
     [property: Id(0)] DashboardSnapshot? Snapshot,
@@ -78,7 +79,8 @@ public sealed record DashboardResult(
     [property: Id(2)] TimeSpan NextRefreshIn,
     [property: Id(3)] bool Refused = false,
     [property: Id(4)] bool AddedEntry = false,
-    [property: Id(5)] long Version = 0);
+    [property: Id(5)] long Version = 0,
+    [property: Id(6)] SiloAddress? Silo = null);
 
 /// <summary>
 /// A web host's watcher of the entries its readers read (one per web host process): the grains push to it what a
@@ -89,6 +91,17 @@ public interface IDashboardWatcher : IGrainObserver
     /// <summary>The entry's answer changed (<see cref="DashboardChange.Result"/>), or it is gone (null). Never awaited by the grain.</summary>
     [OneWay]
     Task OnChangedAsync(DashboardChange change);
+
+    /// <summary>
+    /// <paramref name="silo"/>, where grains hold this watcher, is alive: sent every <see cref="HeartbeatPeriod"/> while
+    /// any of its grains does. A web host answers from memory only entries whose silo it heard from lately, so a silo
+    /// that hangs without leaving the cluster stops being trusted within the web host's lease.
+    /// </summary>
+    [OneWay]
+    Task OnSiloAliveAsync(SiloAddress silo);
+
+    /// <summary>How often a silo tells each watcher its grains hold that it is alive.</summary>
+    public static readonly TimeSpan HeartbeatPeriod = TimeSpan.FromSeconds(1);
 }
 
 /// <summary>

@@ -22,6 +22,8 @@ public static class GrainServiceExtensions
         services.TryAddSingleton<DashboardMetrics>();
         services.TryAddSingleton<DashboardCache>();
         services.TryAddSingleton<DashboardGrains>();
+        services.TryAddSingleton<WatcherHeartbeats>();
+        services.AddHostedService(static services => services.GetRequiredService<WatcherHeartbeats>());
         return services;
     }
 }

@@ -8,7 +8,7 @@ namespace StatsCache.Integration.Tests;
 
 /// <summary>
 /// The web host's near-cache on a co-hosted silo and real PostgreSQL: hits make no grain call and give the grain's
-/// own answer, pushes keep them current, leases, the cap and the switch hold, and keys never mix callers.
+/// own answer, pushes keep them current, watches, the silos' heartbeats, the cap and the switch hold, and keys never mix callers.
 /// </summary>
 [Collection(DatabaseCollection.Name)]
 public sealed class NearCacheTests(TestDatabase db, ITestOutputHelper output)
@@ -63,14 +63,14 @@ public sealed class NearCacheTests(TestDatabase db, ITestOutputHelper output)
     }
 
     [Fact]
-    public async Task LeaseRunsOutAndTheNextReadRenewsIt()
+    public async Task AReadInTheWatchsSecondHalfRenewsIt()
     {
-        await using var web = StatsCacheFactory.Started([("StatsCache:NearCache:LeaseDuration", "00:00:01")]);
+        await using var web = StatsCacheFactory.Started([("StatsCache:NearCache:WatchDuration", "00:00:02")]);
         using var metrics = new MetricsRecorder(web.Services);
         var site = await db.NewWebsiteAsync();
         var http = web.ClientFor(site, "client", await db.NewUserAsync(site, "client"));
 
-        // Reads for 3.5 s: one grain call to start, then one each time the 1 s lease has run out.
+        // Reads for 3.5 s: one grain call to start, then one each time the 2 s watch is half gone.
         var clock = Stopwatch.StartNew();
         var reads = 0;
         while (clock.Elapsed < TimeSpan.FromSeconds(3.5))
@@ -87,10 +87,33 @@ public sealed class NearCacheTests(TestDatabase db, ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task TheSilosHeartbeatsKeepAnsweringFromMemoryPastTheLease()
+    {
+        // A lease far shorter than the watch: only the silo's heartbeats (one a second) keep the entry answered from memory.
+        await using var web = StatsCacheFactory.Started([("StatsCache:NearCache:LeaseDuration", "00:00:03")]);
+        using var metrics = new MetricsRecorder(web.Services);
+        var site = await db.NewWebsiteAsync();
+        var http = web.ClientFor(site, "client", await db.NewUserAsync(site, "client"));
+
+        var clock = Stopwatch.StartNew();
+        var reads = 0;
+        while (clock.Elapsed < TimeSpan.FromSeconds(5))
+        {
+            Assert.Equal(HttpStatusCode.OK, (await http.GetAsync("/api/dashboards/client-stats")).StatusCode);
+            reads++;
+            await Task.Delay(TimeSpan.FromMilliseconds(50));
+        }
+
+        output.WriteLine($"{reads} reads in {clock.Elapsed.TotalSeconds:F1} s, {metrics.Total("statscache.reads")} of them by the grain, {metrics.Total("statscache.nearcache.heartbeats")} heartbeats");
+        Assert.Equal(1, metrics.Total("statscache.reads"));
+        Assert.InRange(metrics.Total("statscache.nearcache.heartbeats"), 3, 6);
+    }
+
+    [Fact]
     public async Task OverTheCapTheLeastRecentlyReadEntriesGoFirst()
     {
         const int Cap = 100;
-        await using var web = StatsCacheFactory.Started([("StatsCache:NearCache:MaxEntries", $"{Cap}"), ("StatsCache:NearCache:LeaseDuration", "00:01:00")]);
+        await using var web = StatsCacheFactory.Started([("StatsCache:NearCache:MaxEntries", $"{Cap}")]);
         using var metrics = new MetricsRecorder(web.Services);
         var site = await db.NewWebsiteAsync();
         var clients = new List<HttpClient>();
@@ -167,7 +190,7 @@ public sealed class NearCacheTests(TestDatabase db, ITestOutputHelper output)
     [Fact]
     public async Task OnePushOfASiteEntryUpdatesEveryAdminsReadsOnTheWebHost()
     {
-        await using var web = StatsCacheFactory.Started([("StatsCache:Changes:IsEnabled", "true"), ("StatsCache:NearCache:LeaseDuration", "00:01:00")]);
+        await using var web = StatsCacheFactory.Started([("StatsCache:Changes:IsEnabled", "true")]);
         using var metrics = new MetricsRecorder(web.Services);
         var site = await db.NewWebsiteAsync();
         var client = await db.NewUserAsync(site, "client");

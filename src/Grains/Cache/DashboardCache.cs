@@ -11,6 +11,7 @@ public sealed class DashboardCache(
     IDashboardSource source,
     IOptions<DashboardCacheOptions> options,
     DashboardMetrics metrics,
+    WatcherHeartbeats heartbeats,
     TimeProvider time,
     ILoggerFactory loggerFactory)
 {
@@ -22,7 +23,7 @@ public sealed class DashboardCache(
     public ActiveDashboards Active { get; } = new();
 
     internal DashboardEntries CreateEntries(IGrainBase grain, IPersistentState<DashboardSnapshots> store, DashboardScope scope) =>
-        new(grain, store, Catalog, source, scope, options.Value, metrics, time, _logger);
+        new(grain, store, Catalog, source, scope, options.Value, metrics, heartbeats, time, _logger);
 
     /// <summary>A caller's budget of new entries (see <see cref="DashboardCacheOptions.NewEntryBurst"/>).</summary>
     internal NewEntryBudget CreateBudget() => new(options.Value, time);

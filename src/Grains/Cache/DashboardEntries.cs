@@ -20,12 +20,13 @@ internal sealed partial class DashboardEntries(
     DashboardScope scope,
     DashboardCacheOptions options,
     DashboardMetrics metrics,
+    WatcherHeartbeats heartbeats,
     TimeProvider time,
     ILogger logger)
 {
     private static readonly DashboardResult Refused = new(null, Stale: false, TimeSpan.Zero, Refused: true);
 
-    // A watcher's lease is the web host's to choose, up to this.
+    // A watch's length is the web host's to choose, up to this.
     private static readonly TimeSpan MaxWatch = TimeSpan.FromMinutes(1);
 
     private readonly Dictionary<(string View, string Parameters), Entry> _entries = [];
@@ -129,12 +130,18 @@ internal sealed partial class DashboardEntries(
         var result = Read(entry, now);
         if ((request.Refresh && RefreshLoads(entry, now)) || (result.Snapshot is null && (entry.InFlight is not null || now >= entry.NextRefreshAt)))
         {
-            return LoadThenReadAsync(entry, added, cancellationToken);
+            return LoadThenReadAsync(entry, request, added, cancellationToken);
         }
 
         metrics.Read(view.Name, result.Snapshot is null ? ReadOutcome.Unavailable : ReadOutcome.Hit, result.Stale);
-        return new ValueTask<DashboardResult>(added ? result with { AddedEntry = true } : result);
+        return new ValueTask<DashboardResult>(AnswerTo(request, result, added));
     }
+
+    // What only the reader gets: whether it added the entry, and for a watching read the silo whose heartbeats vouch for the pushes.
+    private DashboardResult AnswerTo(DashboardRequest request, DashboardResult result, bool added) =>
+        added || request.Watcher is not null
+            ? result with { AddedEntry = added, Silo = request.Watcher is null ? null : heartbeats.Silo }
+            : result;
 
     private bool RefreshLoads(Entry entry, DateTimeOffset now)
     {
@@ -145,7 +152,7 @@ internal sealed partial class DashboardEntries(
         return outcome != RefreshOutcome.Floor;
     }
 
-    private async ValueTask<DashboardResult> LoadThenReadAsync(Entry entry, bool added, CancellationToken cancellationToken)
+    private async ValueTask<DashboardResult> LoadThenReadAsync(Entry entry, DashboardRequest request, bool added, CancellationToken cancellationToken)
     {
         var outcome = entry.InFlight is null ? ReadOutcome.Loaded : ReadOutcome.Joined;
         if (outcome == ReadOutcome.Joined)
@@ -156,7 +163,7 @@ internal sealed partial class DashboardEntries(
         await LoadAsync(entry).WaitAsync(cancellationToken);
         var result = Read(entry, time.GetUtcNow());
         metrics.Read(entry.View.Name, result.Snapshot is null ? ReadOutcome.Unavailable : outcome, result.Stale);
-        return added ? result with { AddedEntry = true } : result;
+        return AnswerTo(request, result, added);
     }
 
     private Entry Add(ViewDefinition view, string parameters)
@@ -192,7 +199,8 @@ internal sealed partial class DashboardEntries(
             return Task.CompletedTask;
         }
 
-        if (time.GetUtcNow() - entry.LastReadAt >= entry.View.Ttl * options.IdleTtlMultiple)
+        var now = time.GetUtcNow();
+        if (now - entry.LastReadAt >= entry.View.Ttl * options.IdleTtlMultiple && !IsWatched(entry, now))
         {
             LogEntryIdle(logger, entry.View.Name, scope.SiteId, scope.Role, scope.UserId);
             Remove(entry, "idle");
@@ -364,16 +372,21 @@ internal sealed partial class DashboardEntries(
         Push(entry, removed: false);
     }
 
-    // A watch lasts until the latest lease any of the web host's reads asked for: a web host's near-cache asks for seconds,
-    // its live streams for longer, through the same watcher.
+    // A watch lasts until the latest end any of the web host's reads asked for (its near-cache and its live streams share
+    // one watcher); the silo's heartbeats to the watcher last as long.
     private void Watch(Entry entry, IDashboardWatcher watcher, DateTimeOffset until)
     {
         entry.Watchers ??= [];
         if (!entry.Watchers.TryGetValue(watcher, out var held) || held < until)
         {
             entry.Watchers[watcher] = until;
+            heartbeats.Watching(watcher, until);
         }
     }
+
+    // A watched entry is read, from a web host's memory: the watch ends within a minute of the last read that renewed it.
+    private static bool IsWatched(Entry entry, DateTimeOffset now) =>
+        entry.Watchers is { } watchers && watchers.Values.Any(until => until > now);
 
     /// <summary>
     /// Tells the entry's watchers what a read would now get (or that the entry is gone), under a new version.

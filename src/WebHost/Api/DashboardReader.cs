@@ -34,7 +34,7 @@ public sealed class DashboardReader(
 
     /// <summary>
     /// Asks the caller's grain, watching the entry when <paramref name="watch"/> for <paramref name="watchFor"/> (default:
-    /// the near-cache's lease), which also renews a watch held. A failed call is retried while the cluster heals
+    /// the near-cache's watch), which also renews a watch held. A failed call is retried while the cluster heals
     /// (<see cref="GrainCalls"/>), then answered as unavailable.
     /// </summary>
     internal async ValueTask<ViewAnswer> AskGrainAsync(
@@ -42,7 +42,7 @@ public sealed class DashboardReader(
     {
         var readStarted = nearCache.ReadStarting();
         var watching = watch ? watcher.Reference : null;
-        var watchedFor = watchFor ?? nearCache.LeaseDuration;
+        var watchedFor = watchFor ?? nearCache.WatchDuration;
         DashboardResult result;
         try
         {

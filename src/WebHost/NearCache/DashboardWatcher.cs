@@ -15,14 +15,16 @@ public sealed class DashboardWatcher : IDashboardWatcher
     private readonly LiveEntries _live;
     private readonly Lazy<IDashboardWatcher> _reference;
     private readonly Counter<long> _pushes;
+    private readonly Counter<long> _heartbeats;
 
     public DashboardWatcher(IGrainFactory grains, DashboardNearCache nearCache, LiveEntries live, IMeterFactory meters)
     {
         _nearCache = nearCache;
         _live = live;
         _reference = new(() => grains.CreateObjectReference<IDashboardWatcher>(this));
-        _pushes = meters.Create(DashboardMetrics.MeterName)
-            .CreateCounter<long>("statscache.nearcache.pushes", "{push}", "Changes the grains pushed to this web host.");
+        var meter = meters.Create(DashboardMetrics.MeterName);
+        _pushes = meter.CreateCounter<long>("statscache.nearcache.pushes", "{push}", "Changes the grains pushed to this web host.");
+        _heartbeats = meter.CreateCounter<long>("statscache.nearcache.heartbeats", "{heartbeat}", "Heartbeats of silos whose grains hold this web host's watcher.");
     }
 
     /// <summary>The reference a read registers with the grain.</summary>
@@ -33,13 +35,13 @@ public sealed class DashboardWatcher : IDashboardWatcher
 
     /// <summary>
     /// A watching read's answer from the grain, read from <paramref name="readStarted"/> and watched for
-    /// <paramref name="watchedFor"/> from then (the near-cache holds it for its own lease at most).
+    /// <paramref name="watchedFor"/> from then.
     /// </summary>
     public void Answered(in NearKey key, DashboardResult result, TimeSpan ttl, long readStarted, TimeSpan watchedFor)
     {
         if (_nearCache.IsEnabled && result.Snapshot is not null)
         {
-            _nearCache.Store(key, result, ttl, readStarted);
+            _nearCache.Store(key, result, ttl, readStarted, watchedFor);
         }
 
         _live.Apply(key, result, (readStarted, watchedFor));
@@ -63,6 +65,13 @@ public sealed class DashboardWatcher : IDashboardWatcher
             _live.Gone(key);
         }
 
+        return Task.CompletedTask;
+    }
+
+    public Task OnSiloAliveAsync(SiloAddress silo)
+    {
+        _heartbeats.Add(1);
+        _nearCache.Heard(silo);
         return Task.CompletedTask;
     }
 

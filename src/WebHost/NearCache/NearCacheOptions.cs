@@ -11,11 +11,19 @@ public sealed class NearCacheOptions
     public bool IsEnabled { get; set; } = true;
 
     /// <summary>
-    /// How long a read's watch lasts: the grain pushes changes for this long, and the web host answers from memory
-    /// no longer without asking the grain again (which renews it). A silo that hangs without leaving the cluster
-    /// (so nobody declares it dead) can leave an entry unchanged in memory for at most this long.
+    /// How long a read's watch lasts at the grain: it pushes changes for that long. Entries are answered from memory for
+    /// the first half of it; the first read after that asks the grain, which renews it (one grain call per entry per web
+    /// host per half watch, however many reads). At most the grains' limit, a minute.
     /// </summary>
     [Range(typeof(TimeSpan), "00:00:01", "00:01:00")]
+    public TimeSpan WatchDuration { get; set; } = TimeSpan.FromMinutes(1);
+
+    /// <summary>
+    /// How long the web host trusts a silo it has not heard from: the silos send every watcher their grains hold a
+    /// heartbeat each second (<see cref="IDashboardWatcher.HeartbeatPeriod"/>), and answer reads. A silo that hangs
+    /// without leaving the cluster (so nobody declares it dead) can leave an entry unchanged in memory for at most this long.
+    /// </summary>
+    [Range(typeof(TimeSpan), "00:00:02", "00:01:00")]
     public TimeSpan LeaseDuration { get; set; } = TimeSpan.FromSeconds(5);
 
     /// <summary>The most entries kept; past it the least recently read tenth is dropped.</summary>
