@@ -97,7 +97,7 @@ public sealed class LiveTests(TestDatabase db, ITestOutputHelper output)
     [Fact]
     public async Task AWatchIsRenewedOncePerHalfWatchHoweverManyStreamsAndKeepsThemCurrent()
     {
-        var web = StatsCacheFactory.Started([("StatsCache:Changes:IsEnabled", "true"), ("StatsCache:Live:WatchDuration", "00:00:02")]);
+        var web = StatsCacheFactory.Started([("StatsCache:Changes:IsEnabled", "true"), ("StatsCache:NearCache:WatchDuration", "00:00:02")]);
         await using var _ = web;
         await ChangeFeedTests.WaitUntilListeningAsync(web, db);
         using var metrics = new MetricsRecorder(web.Services);

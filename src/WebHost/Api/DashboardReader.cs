@@ -33,21 +33,20 @@ public sealed class DashboardReader(
     }
 
     /// <summary>
-    /// Asks the caller's grain, watching the entry when <paramref name="watch"/> for <paramref name="watchFor"/> (default:
-    /// the near-cache's watch), which also renews a watch held. A failed call is retried while the cluster heals
+    /// Asks the caller's grain, watching the entry when <paramref name="watch"/> (for
+    /// <see cref="NearCacheOptions.WatchDuration"/>, which also renews a watch held). A failed call is retried while the cluster heals
     /// (<see cref="GrainCalls"/>), then answered as unavailable.
     /// </summary>
     internal async ValueTask<ViewAnswer> AskGrainAsync(
-        ViewRead read, NearKey key, bool watch, CancellationToken cancellationToken, TimeSpan? watchFor = null)
+        ViewRead read, NearKey key, bool watch, CancellationToken cancellationToken)
     {
         var readStarted = nearCache.ReadStarting();
         var watching = watch ? watcher.Reference : null;
-        var watchedFor = watchFor ?? nearCache.WatchDuration;
         DashboardResult result;
         try
         {
             var grain = grains.User(read.Caller.SiteId, read.Caller.Role, read.Caller.UserId);
-            var request = new DashboardRequest(read.View.Name, read.Parameters.Key, read.Refresh, watching, watchedFor);
+            var request = new DashboardRequest(read.View.Name, read.Parameters.Key, read.Refresh, watching, nearCache.WatchDuration);
             result = await GrainCalls.ReadAsync(
                 static (call, ct) => call.grain.GetAsync(call.request, ct), (grain, request), options.Value, cancellationToken);
         }
@@ -65,7 +64,7 @@ public sealed class DashboardReader(
 
         if (watching is not null)
         {
-            watcher.Answered(key, result, read.View.Ttl, readStarted, watchedFor);
+            watcher.Answered(key, result, read.View.Ttl, readStarted);
         }
 
         return ViewAnswer.Of(result);

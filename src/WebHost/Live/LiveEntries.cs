@@ -25,13 +25,13 @@ public sealed class LiveEntries
     private readonly long _renewEvery;
     private int _streamCount;
 
-    public LiveEntries(IOptions<LiveOptions> options, TimeProvider time, IMeterFactory meters)
+    public LiveEntries(IOptions<LiveOptions> options, IOptions<NearCacheOptions> watch, TimeProvider time, IMeterFactory meters)
     {
         _options = options.Value;
         _time = time;
 
         // Renewed at half the watch, so a slow renewal still lands before the grain forgets the watch.
-        _renewEvery = (long)(_options.WatchDuration.TotalSeconds / 2 * time.TimestampFrequency);
+        _renewEvery = (long)(watch.Value.WatchDuration.TotalSeconds / 2 * time.TimestampFrequency);
         var meter = meters.Create(DashboardMetrics.MeterName);
         meter.CreateObservableUpDownCounter("statscache.live.streams", () => StreamCount, "{stream}", "Live streams open on this web host.");
         meter.CreateObservableUpDownCounter("statscache.live.entries", () => EntryCount, "{entry}", "Entries this web host's live streams watch (one grain watch each, however many streams).");
@@ -117,11 +117,11 @@ public sealed class LiveEntries
     }
 
     /// <summary>
-    /// The entry's answer from a push, or from a read that watched it (<paramref name="watch"/>: when that read started,
-    /// and for how long it watches: the next renewal is due half of that later, unless another watch lasts longer). An
-    /// older version never replaces a newer one; a new one wakes the streams.
+    /// The entry's answer from a push, or from a read that watched it (<paramref name="watchStarted"/>: when that read
+    /// started: the next renewal is due half a watch later, unless another watch lasts longer). An older version never
+    /// replaces a newer one; a new one wakes the streams.
     /// </summary>
-    public void Apply(in NearKey key, DashboardResult result, (long Started, TimeSpan For)? watch = null)
+    public void Apply(in NearKey key, DashboardResult result, long? watchStarted = null)
     {
         if (!_entries.TryGetValue(key, out var entry))
         {
@@ -130,10 +130,9 @@ public sealed class LiveEntries
 
         lock (entry)
         {
-            if (watch is { } read)
+            if (watchStarted is { } started)
             {
-                var renewAt = read.Started + (long)(read.For.TotalSeconds / 2 * _time.TimestampFrequency);
-                entry.RenewAt = Math.Max(entry.RenewAt, renewAt);
+                entry.RenewAt = Math.Max(entry.RenewAt, started + _renewEvery);
             }
 
             if (entry.Current is { } held && result.Version <= held.Version)

@@ -11,15 +11,6 @@ public sealed class LiveOptions
     [Range(typeof(TimeSpan), "00:00:01", "00:05:00")]
     public TimeSpan HeartbeatInterval { get; set; } = TimeSpan.FromSeconds(15);
 
-    /// <summary>
-    /// How long a live entry's watch lasts at its grain; renewed at half of it, one grain call per entry per web host
-    /// however many streams show it. Longer than the near-cache's lease: a stream is not an answer from memory that could
-    /// outlast its grain (a silo that hangs stops its pushes whatever the watch, and its loss re-reads every entry), so
-    /// the watch need only outlive a web host that went away without a word. At most the grains' limit, a minute.
-    /// </summary>
-    [Range(typeof(TimeSpan), "00:00:01", "00:01:00")]
-    public TimeSpan WatchDuration { get; set; } = TimeSpan.FromMinutes(1);
-
     /// <summary>Streams one caller (site, role, user) may hold open on one web host; past it, 429.</summary>
     [Range(1, 1000)]
     public int MaxStreamsPerCaller { get; set; } = 8;

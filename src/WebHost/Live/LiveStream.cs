@@ -70,14 +70,13 @@ internal sealed class LiveStream(ViewRead[] reads) : IResult, IEndpointMetadataP
             }
 
             // First events: an entry another stream already watches has its newest answer; otherwise one read that
-            // watches it (and so also renews its lease from now on).
+            // watches it (and so also renews its watch from now on).
             var reader = services.GetRequiredService<DashboardReader>();
-            var watchFor = services.GetRequiredService<IOptions<LiveOptions>>().Value.WatchDuration;
             var sent = new string?[reads.Length];
             for (var i = 0; i < reads.Length; i++)
             {
                 var frame = watched[i].CurrentFrame()
-                    ?? LiveFrame.Of(reads[i], await reader.AskGrainAsync(reads[i], watched[i].Key, watch: true, ends.Token, watchFor));
+                    ?? LiveFrame.Of(reads[i], await reader.AskGrainAsync(reads[i], watched[i].Key, watch: true, ends.Token));
                 sent[i] = await WriteAsync(response, frame, ends.Token);
             }
 

@@ -5,7 +5,7 @@ namespace StatsCache.WebHost.Live;
 
 /// <summary>
 /// Keeps the live streams' entries watched and the streams alive: each entry's grain watch is renewed with one read
-/// half a watch (<see cref="LiveOptions.WatchDuration"/>) after the last (at once after its grain dropped it), however
+/// half a watch (<see cref="NearCache.NearCacheOptions.WatchDuration"/>) after the last (at once after its grain dropped it), however
 /// many streams show it, and every open stream is woken for a heartbeat each <see cref="LiveOptions.HeartbeatInterval"/>.
 /// Changes themselves are pushed by the grains, never polled here.
 /// </summary>
@@ -48,7 +48,7 @@ public sealed partial class LiveUpkeep(
     {
         try
         {
-            var answer = await reader.AskGrainAsync(entry.Read, entry.Key, watch: true, stoppingToken, options.Value.WatchDuration);
+            var answer = await reader.AskGrainAsync(entry.Read, entry.Key, watch: true, stoppingToken);
             if (answer.Kind is ViewAnswerKind.Refused or ViewAnswerKind.ClusterUnavailable)
             {
                 entry.RenewAt = time.GetTimestamp() + Ticks(RetryDelay);

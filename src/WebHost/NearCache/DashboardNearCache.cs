@@ -70,14 +70,14 @@ public sealed class DashboardNearCache
 
     /// <summary>
     /// Keeps the grain's answer to a read of a view with <paramref name="ttl"/> that started at
-    /// <paramref name="readStarted"/> (a timestamp) and watched the entry for <paramref name="watchedFor"/>: the watch
-    /// runs from then, so it ends no later than the grain's, and the answer proves its silo was alive then.
+    /// <paramref name="readStarted"/> (a timestamp) and watched the entry: the watch runs from then, so it ends no later
+    /// than the grain's, and the answer proves its silo was alive then.
     /// </summary>
-    public void Store(in NearKey key, DashboardResult result, TimeSpan ttl, long readStarted, TimeSpan watchedFor)
+    public void Store(in NearKey key, DashboardResult result, TimeSpan ttl, long readStarted)
     {
         var silo = result.Silo is { } address ? Heard(address, readStarted) : null;
         var now = _time.GetTimestamp();
-        var state = (result, ttl, now, silo, renewAt: readStarted + (Ticks(watchedFor) / 2), refreshAt: now + Ticks(result.NextRefreshIn));
+        var state = (result, ttl, now, silo, renewAt: readStarted + (Ticks(_options.WatchDuration) / 2), refreshAt: now + Ticks(result.NextRefreshIn));
         _entries.AddOrUpdate(
             key,
             static (_, a) => new NearEntry(a.result, a.renewAt, a.refreshAt, a.ttl, a.silo) { LastRead = a.now },

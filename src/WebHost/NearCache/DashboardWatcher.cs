@@ -33,18 +33,15 @@ public sealed class DashboardWatcher : IDashboardWatcher
     /// <summary>Whether a read of <paramref name="key"/> should watch it: the near-cache keeps answers, or a live stream shows it.</summary>
     public bool Wants(in NearKey key) => _nearCache.IsEnabled || _live.IsWatched(key);
 
-    /// <summary>
-    /// A watching read's answer from the grain, read from <paramref name="readStarted"/> and watched for
-    /// <paramref name="watchedFor"/> from then.
-    /// </summary>
-    public void Answered(in NearKey key, DashboardResult result, TimeSpan ttl, long readStarted, TimeSpan watchedFor)
+    /// <summary>A watching read's answer from the grain, read (and watched) from <paramref name="readStarted"/>.</summary>
+    public void Answered(in NearKey key, DashboardResult result, TimeSpan ttl, long readStarted)
     {
         if (_nearCache.IsEnabled && result.Snapshot is not null)
         {
-            _nearCache.Store(key, result, ttl, readStarted, watchedFor);
+            _nearCache.Store(key, result, ttl, readStarted);
         }
 
-        _live.Apply(key, result, (readStarted, watchedFor));
+        _live.Apply(key, result, readStarted);
     }
 
     public Task OnChangedAsync(DashboardChange change)

@@ -2,7 +2,7 @@ using System.ComponentModel.DataAnnotations;
 
 namespace StatsCache.WebHost.NearCache;
 
-/// <summary>The web host's near-cache of grain answers (section <c>StatsCache:NearCache</c>).</summary>
+/// <summary>The web host's near-cache of grain answers and the watches of its watcher (section <c>StatsCache:NearCache</c>).</summary>
 public sealed class NearCacheOptions
 {
     public const string SectionName = "StatsCache:NearCache";
@@ -11,9 +11,10 @@ public sealed class NearCacheOptions
     public bool IsEnabled { get; set; } = true;
 
     /// <summary>
-    /// How long a read's watch lasts at the grain: it pushes changes for that long. Entries are answered from memory for
-    /// the first half of it; the first read after that asks the grain, which renews it (one grain call per entry per web
-    /// host per half watch, however many reads). At most the grains' limit, a minute.
+    /// How long a read's watch lasts at the grain: it pushes changes to this web host for that long. Near-cache entries
+    /// are answered from memory for the first half of it, then the next read asks the grain, which renews it; a live
+    /// entry's watch is renewed at half of it. Either way one grain call per entry per web host per half watch, however
+    /// many reads or streams. At most the grains' limit, a minute.
     /// </summary>
     [Range(typeof(TimeSpan), "00:00:01", "00:01:00")]
     public TimeSpan WatchDuration { get; set; } = TimeSpan.FromMinutes(1);
