@@ -27,7 +27,7 @@ internal sealed partial class DashboardEntries(
     private static readonly DashboardResult Refused = new(null, Stale: false, TimeSpan.Zero, Refused: true);
 
     // A watch's length is the web host's to choose, up to this.
-    private static readonly TimeSpan MaxWatch = TimeSpan.FromMinutes(1);
+    private static readonly TimeSpan MaxWatch = TimeSpan.FromMinutes(5);
 
     private readonly Dictionary<(string View, string Parameters), Entry> _entries = [];
     private readonly CancellationTokenSource _lifetime = new();
@@ -384,7 +384,7 @@ internal sealed partial class DashboardEntries(
         }
     }
 
-    // A watched entry is read, from a web host's memory: the watch ends within a minute of the last read that renewed it.
+    // A watched entry is read, from a web host's memory: the watch ends within minutes of the last read that renewed it.
     private static bool IsWatched(Entry entry, DateTimeOffset now) =>
         entry.Watchers is { } watchers && watchers.Values.Any(until => until > now);
 

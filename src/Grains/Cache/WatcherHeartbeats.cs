@@ -6,7 +6,7 @@ namespace StatsCache.Cache;
 /// <summary>
 /// The silo's heartbeat to the web hosts' watchers its grains hold: every <see cref="IDashboardWatcher.HeartbeatPeriod"/>,
 /// one <see cref="IDashboardWatcher.OnSiloAliveAsync"/> to each, while any watch lasts. It is what lets a web host's
-/// near-cache trust a watched entry for a minute instead of asking the grain every few seconds: one message per web
+/// near-cache trust a watched entry for minutes instead of asking the grain every few seconds: one message per web
 /// host per second instead of a grain call per entry, and a silo that hangs (nobody declares it dead, its grains push
 /// nothing) falls silent here too, so its entries stop being answered from memory within the web host's lease.
 /// </summary>

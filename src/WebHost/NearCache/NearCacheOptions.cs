@@ -14,10 +14,11 @@ public sealed class NearCacheOptions
     /// How long a read's watch lasts at the grain: it pushes changes to this web host for that long. Near-cache entries
     /// are answered from memory for the first half of it, then the next read asks the grain, which renews it; a live
     /// entry's watch is renewed at half of it. Either way one grain call per entry per web host per half watch, however
-    /// many reads or streams. At most the grains' limit, a minute.
+    /// many reads or streams. Its length costs no freshness (the silos' heartbeats and the pushes do that), only the pushes
+    /// and heartbeats a web host that went away without a word gets meanwhile. At most the grains' limit, 5 minutes.
     /// </summary>
-    [Range(typeof(TimeSpan), "00:00:01", "00:01:00")]
-    public TimeSpan WatchDuration { get; set; } = TimeSpan.FromMinutes(1);
+    [Range(typeof(TimeSpan), "00:00:01", "00:05:00")]
+    public TimeSpan WatchDuration { get; set; } = TimeSpan.FromMinutes(5);
 
     /// <summary>
     /// How long the web host trusts a silo it has not heard from: the silos send every watcher their grains hold a
