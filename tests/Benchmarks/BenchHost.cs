@@ -11,8 +11,10 @@ namespace StatsCache.Benchmarks;
 
 /// <summary>
 /// The benchmark host: the production building blocks (JWT authentication, Orleans co-hosted or as a
-/// client, the dashboard API, health checks) composed as src/WebHost composes them, plus the
-/// contenders' endpoints under <c>/bench</c>. The production web host carries none of this.
+/// client, the dashboard API, health checks, and the metrics every request records) composed as src/WebHost
+/// composes them, plus the contenders' endpoints under <c>/bench</c>. The production web host carries none of
+/// this. Every contender in this process pays the per-request metrics src/WebHost pays, so the cluster's web
+/// host is compared like for like.
 /// </summary>
 public static class BenchHost
 {
@@ -24,6 +26,7 @@ public static class BenchHost
         builder.AddStatsCacheAuthentication();
         builder.AddStatsCacheOrleans();
         builder.AddStatsCacheHealthChecks();
+        builder.AddStatsCacheObservability();
         builder.AddStatsCacheRequestLimits();
         builder.AddStatsCacheNearCache();
         builder.AddStatsCacheLive();
@@ -40,10 +43,13 @@ public static class BenchHost
         app.Services.GetRequiredService<BenchCounters>(); // listen before the first request
         app.UseExceptionHandler();
         app.UseStatusCodePages();
+        app.UseStatsCacheRequestMetrics();
+        app.UseStatsCachePage();
         app.UseAuthentication();
         app.UseAuthorization();
         app.UseStatsCacheRequestLimits();
         app.MapStatsCacheHealthChecks();
+        app.MapStatsCacheMetrics();
         app.MapDashboardApi();
         app.MapContenders();
         app.MapGet("/bench/counters", (BenchCounters counters) => TypedResults.Ok(counters.Snapshot()));

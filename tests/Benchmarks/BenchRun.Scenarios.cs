@@ -233,12 +233,13 @@ public sealed partial class BenchRun
             {
                 foreach (var (name, host, path, _) in contenders)
                 {
+                    // A second of the same reads first, not measured: between its turns a contender stands idle (its
+                    // pools shrink, its caches go cold) as a busy host never does; every contender gets the same.
+                    await WrkAsync(host, path, tokenFile, 1);
+
                     // The benchmark host counts the bytes it allocates (the co-hosted silo's included); the web host does not.
                     var allocatedBefore = host == coHosted ? await CountersAsync([host], BenchCounters.AllocatedBytes) : null;
                     var nearCached = name is CoHostedContender or ClusterContender;
-                    // A second of the same reads first, not measured: between its turns a contender stands idle for
-                    // longer than the near-cache's lease, which a hot key never does; every contender gets the same.
-                    await WrkAsync(host, path, tokenFile, 1);
                     var missesBefore = nearCached ? await NearCacheMissesAsync(host) : 0;
                     var slice = await WrkAsync(host, path, tokenFile, Math.Max(1, _env.HitSeconds / _env.HitRounds));
                     if (allocatedBefore is { } before)
