@@ -95,9 +95,10 @@ public interface IDashboardWatcher : IGrainObserver
     /// <summary>
     /// <paramref name="silo"/>, where grains hold this watcher, is alive: sent every <see cref="HeartbeatPeriod"/> while
     /// any of its grains does. A web host answers from memory only entries whose silo it heard from lately, so a silo
-    /// that hangs without leaving the cluster stops being trusted within the web host's lease.
+    /// that hangs without leaving the cluster stops being trusted within the web host's lease. Answered, unlike the
+    /// pushes, so that the silo learns of a web host that is gone (or hangs) and stops beating at it.
     /// </summary>
-    [OneWay]
+    [ResponseTimeout("00:00:02")]
     Task OnSiloAliveAsync(SiloAddress silo);
 
     /// <summary>How often a silo tells each watcher its grains hold that it is alive.</summary>

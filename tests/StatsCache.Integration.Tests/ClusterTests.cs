@@ -209,6 +209,27 @@ public sealed class ClusterTests(TestDatabase db, ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task AWebHostThatLeftGetsNoMoreHeartbeatsFromItsSilo()
+    {
+        var settings = ClusterSettings();
+        await using var silos = await StartActiveSilosAsync(settings, count: 1);
+        var site = await db.NewWebsiteAsync();
+        var client = await db.NewUserAsync(site, "client");
+        await using (var web = ClientWebHost(settings))
+        {
+            using var metrics = new MetricsRecorder(web.Services);
+            await GetClientStatsAsync(web, site, client); // its grain now holds the web host's watcher for minutes
+            await WaitUntilAsync(() => Task.FromResult(metrics.Total("statscache.nearcache.heartbeats") > 0), "a heartbeat from the silo");
+        }
+
+        // The web host stopped while its watch still runs for minutes: its heartbeats go unanswered, and after a few the
+        // silo stops sending them instead of failing at it every second until the watch ends.
+        await WaitUntilAsync(
+            () => Task.FromResult(silos.OutputOf(0).Contains("heartbeats unanswered: no more until it reads again", StringComparison.Ordinal)),
+            "the silo giving up on the gone web host's watcher");
+    }
+
+    [Fact]
     public async Task ClientWebHostSurvivesARestartOfEverySilo()
     {
         var settings = ClusterSettings();
@@ -398,6 +419,8 @@ public sealed class ClusterTests(TestDatabase db, ITestOutputHelper output)
         public Task KillAsync(int index) => _silos[index].KillAsync();
 
         public Task SignalAsync(int index, string signal) => _silos[index].SignalAsync(signal);
+
+        public string OutputOf(int index) => _silos[index].Output;
 
         public Task<int[]> StopAllAsync() => Task.WhenAll(_silos.Select(s => s.StopAsync()));
 

@@ -1,5 +1,7 @@
 using System.Collections.Concurrent;
+using System.Diagnostics.Metrics;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
 
 namespace StatsCache.Cache;
 
@@ -9,43 +11,95 @@ namespace StatsCache.Cache;
 /// near-cache trust a watched entry for minutes instead of asking the grain every few seconds: one message per web
 /// host per second instead of a grain call per entry, and a silo that hangs (nobody declares it dead, its grains push
 /// nothing) falls silent here too, so its entries stop being answered from memory within the web host's lease.
+/// A web host that stops answering heartbeats (it stopped, or hangs) gets none until it reads again.
 /// </summary>
-public sealed class WatcherHeartbeats(ILocalSiloDetails silo, TimeProvider time) : BackgroundService
+public sealed partial class WatcherHeartbeats : BackgroundService
 {
-    // Each watcher with the end of the longest watch this silo's grains hold for it.
-    private readonly ConcurrentDictionary<IDashboardWatcher, DateTimeOffset> _watchers = new();
+    // Heartbeats a web host may leave unanswered in a row before it gets no more: a few seconds of silence.
+    private const int MaxMissed = 3;
+
+    private readonly ConcurrentDictionary<IDashboardWatcher, Watch> _watchers = new();
+    private readonly ILocalSiloDetails _silo;
+    private readonly TimeProvider _time;
+    private readonly ILogger<WatcherHeartbeats> _logger;
+
+    public WatcherHeartbeats(ILocalSiloDetails silo, TimeProvider time, IMeterFactory meters, ILogger<WatcherHeartbeats> logger)
+    {
+        _silo = silo;
+        _time = time;
+        _logger = logger;
+        meters.Create(DashboardMetrics.MeterName).CreateObservableUpDownCounter(
+            "statscache.watchers", () => _watchers.Count, "{watcher}", "Web host watchers this silo's grains hold, each sent a heartbeat a second.");
+    }
 
     /// <summary>This silo, as its heartbeats and the answers of its grains to watching reads name it.</summary>
-    public SiloAddress Silo => silo.SiloAddress;
+    public SiloAddress Silo => _silo.SiloAddress;
 
     /// <summary>A grain of this silo holds <paramref name="watcher"/>'s watch until <paramref name="until"/>.</summary>
-    internal void Watching(IDashboardWatcher watcher, DateTimeOffset until)
-    {
-        // Racing grains may lower the end a little: the web host then asks a grain again sooner, which renews it.
-        if (!_watchers.TryGetValue(watcher, out var held) || held < until)
-        {
-            _watchers[watcher] = until;
-        }
-    }
+    internal void Watching(IDashboardWatcher watcher, DateTimeOffset until) =>
+        _watchers.GetOrAdd(watcher, static _ => new Watch()).Extend(until.UtcTicks);
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
-        using var timer = new PeriodicTimer(IDashboardWatcher.HeartbeatPeriod, time);
+        using var timer = new PeriodicTimer(IDashboardWatcher.HeartbeatPeriod, _time);
         while (await timer.WaitForNextTickAsync(stoppingToken))
         {
-            var now = time.GetUtcNow();
-            foreach (var (watcher, until) in _watchers)
+            var now = _time.GetUtcNow().UtcTicks;
+            foreach (var (watcher, watch) in _watchers)
             {
-                if (until <= now)
+                if (watch.Until <= now)
                 {
-                    // Gone only if no grain renewed it meanwhile.
-                    _watchers.TryRemove(KeyValuePair.Create(watcher, until));
+                    // No grain holds it any more (a grain renewing it meanwhile makes a new one: it is heard from again).
+                    _watchers.TryRemove(KeyValuePair.Create(watcher, watch));
                     continue;
                 }
 
-                // One-way: a web host that is slow or gone holds up nobody's heartbeat.
-                _ = watcher.OnSiloAliveAsync(silo.SiloAddress);
+                // Not awaited one after another: a slow web host holds up nobody's heartbeat.
+                _ = BeatAsync(watcher, watch);
             }
         }
+    }
+
+    private async Task BeatAsync(IDashboardWatcher watcher, Watch watch)
+    {
+        try
+        {
+            await watcher.OnSiloAliveAsync(_silo.SiloAddress);
+            watch.Answered();
+        }
+        catch (Exception e) when (e is TimeoutException or OrleansException)
+        {
+            // Gone (its client left the cluster) or hung. Its near-cache stops trusting this silo's entries within its
+            // lease, so its next read asks a grain, whose watch brings it back here.
+            if (watch.Missed() == MaxMissed && _watchers.TryRemove(KeyValuePair.Create(watcher, watch)))
+            {
+                LogWatcherSilent(_logger, watcher.GetGrainId(), MaxMissed);
+            }
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Watcher {Watcher} left {Missed} heartbeats unanswered: no more until it reads again")]
+    private static partial void LogWatcherSilent(ILogger logger, GrainId watcher, int missed);
+
+    /// <summary>One watcher's longest watch on this silo (UTC ticks) and its heartbeats unanswered in a row.</summary>
+    private sealed class Watch
+    {
+        private long _until;
+        private int _missed;
+
+        public long Until => Volatile.Read(ref _until);
+
+        public void Extend(long until)
+        {
+            var held = Volatile.Read(ref _until);
+            while (held < until && Interlocked.CompareExchange(ref _until, until, held) is var seen && seen != held)
+            {
+                held = seen;
+            }
+        }
+
+        public void Answered() => Volatile.Write(ref _missed, 0);
+
+        public int Missed() => Interlocked.Increment(ref _missed);
     }
 }
