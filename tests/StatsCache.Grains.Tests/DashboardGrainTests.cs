@@ -365,6 +365,22 @@ public sealed class DashboardGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task ReactivatedGrainLoadsAtOnceWhenItsStoredSnapshotIsTooOldToServe()
+    {
+        var site = ClusterFixture.NewSite();
+        var first = await ReadAsync(site, "client", 1, ClusterFixture.Fast);
+        await fixture.DeactivateAsync(Grain(site, 1));
+
+        // Past its TTL and the fixture's maximum stale age (3 s) the stored snapshot can never be served: the reactivated
+        // grain must load for its first reader instead of answering "unavailable" until its restored entry's refresh.
+        await Task.Delay(first.Snapshot!.AsOf + TimeSpan.FromSeconds(3.5) - DateTimeOffset.UtcNow);
+        var reloaded = await ReadAsync(site, "client", 1, ClusterFixture.Fast);
+
+        Assert.NotNull(reloaded.Snapshot);
+        Assert.True(reloaded.Snapshot.AsOf > first.Snapshot.AsOf);
+    }
+
+    [Fact]
     public async Task ReactivatedSiteGrainServesEveryAdminFromStorage()
     {
         var site = ClusterFixture.NewSite();

@@ -49,6 +49,14 @@ internal sealed partial class DashboardEntries(
                 continue;
             }
 
+            // Too old to serve even stale (see Read): restored, it would answer "unavailable" until its refresh came,
+            // where a first read of a new entry loads at once.
+            var age = now - snapshot.AsOf;
+            if (age > view.Ttl && age > options.MaxStaleDuration)
+            {
+                continue;
+            }
+
             // Answer from the stored snapshot at once, and refresh it soon (within a second, spread):
             // changes made while the grain was inactive were announced to nobody.
             var entry = Add(view, bound.Key);
@@ -407,7 +415,7 @@ internal sealed partial class DashboardEntries(
         {
             if (until <= now)
             {
-                watchers.Remove(watcher); // a lease nobody renewed (allowed while enumerating a Dictionary since .NET Core 3.0)
+                watchers.Remove(watcher); // a watch nobody renewed (allowed while enumerating a Dictionary since .NET Core 3.0)
                 continue;
             }
 
