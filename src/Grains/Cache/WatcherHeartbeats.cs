@@ -89,14 +89,7 @@ public sealed partial class WatcherHeartbeats : BackgroundService
 
         public long Until => Volatile.Read(ref _until);
 
-        public void Extend(long until)
-        {
-            var held = Volatile.Read(ref _until);
-            while (held < until && Interlocked.CompareExchange(ref _until, until, held) is var seen && seen != held)
-            {
-                held = seen;
-            }
-        }
+        public void Extend(long until) => Monotonic.Raise(ref _until, until);
 
         public void Answered() => Volatile.Write(ref _missed, 0);
 

@@ -169,15 +169,8 @@ public sealed class SiloLease
 
     public long HeardAt => Volatile.Read(ref _heardAt);
 
-    public void Heard(long at)
-    {
-        // Never backwards: an answer to a read that started before the last heartbeat must not shorten the lease.
-        var held = Volatile.Read(ref _heardAt);
-        while (held < at && Interlocked.CompareExchange(ref _heardAt, at, held) is var seen && seen != held)
-        {
-            held = seen;
-        }
-    }
+    // Never backwards: an answer to a read that started before the last heartbeat must not shorten the lease.
+    public void Heard(long at) => Monotonic.Raise(ref _heardAt, at);
 }
 
 /// <summary>
