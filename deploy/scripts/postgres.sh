@@ -39,7 +39,10 @@ pg_start() {
             || { echo "$out" >&2; return 1; }
     fi
     if ! _pg_as_owner "$PGBIN/pg_ctl" -D "$data" status >/dev/null 2>&1; then
+        # wal_level=logical: the change feed reads the WAL (a logical replication slot per cluster); room for the
+        # slots and WAL senders of the tests' and benchmarks' clusters.
         local opts="-p $port -c listen_addresses=127.0.0.1 -c unix_socket_directories=$data -c max_wal_size=4GB"
+        opts="$opts -c wal_level=logical -c max_replication_slots=32 -c max_wal_senders=32"
         [ "$mode" = throwaway ] && opts="$opts -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         _pg_as_owner "$PGBIN/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 -o "$opts" start >/dev/null
     fi

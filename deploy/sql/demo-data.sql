@@ -68,7 +68,7 @@ begin
     where i.indrelid = any(tables)
       and not exists (select 1 from pg_constraint c where c.conindid = i.indexrelid);
 
-    -- The change feed's triggers (changes.sql), if installed, stay quiet during the load: a
+    -- The Notify change feed's triggers, if installed, stay quiet during the load: a
     -- notification per generated row would only refresh caches that cannot exist yet.
     select drops || coalesce(array_agg(format('alter table %s disable trigger %I', t.tgrelid::regclass, t.tgname)), '{}'),
            creates || coalesce(array_agg(format('alter table %s enable trigger %I', t.tgrelid::regclass, t.tgname)), '{}')

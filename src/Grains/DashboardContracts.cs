@@ -20,9 +20,12 @@ public interface IUserDashboardGrain : IGrainWithStringKey
     [ResponseTimeout(ReadTimeout)]
     ValueTask<DashboardResult> GetAsync(DashboardRequest request, CancellationToken cancellationToken = default);
 
-    /// <summary>The data behind these views (all, when empty) changed: reload the affected entries soon.</summary>
+    /// <summary>
+    /// The data behind these views (all, when empty) changed, in transactions committed at or before WAL position
+    /// <paramref name="lsn"/> (0: not known): reload the affected entries soon.
+    /// </summary>
     [OneWay]
-    Task InvalidateAsync(ImmutableArray<string> views);
+    Task InvalidateAsync(ImmutableArray<string> views, ulong lsn);
 
     /// <summary>How long one read may take before its caller abandons it and sends it again.</summary>
     public const string ReadTimeout = "00:00:03";
@@ -38,9 +41,12 @@ public interface ISiteDashboardGrain : IGrainWithStringKey
     /// </summary>
     ValueTask<DashboardResult> GetAsync(DashboardRequest request, bool mayAddEntry, CancellationToken cancellationToken = default);
 
-    /// <summary>The data behind these views (all, when empty) changed: reload the affected entries soon.</summary>
+    /// <summary>
+    /// The data behind these views (all, when empty) changed, in transactions committed at or before WAL position
+    /// <paramref name="lsn"/> (0: not known): reload the affected entries soon.
+    /// </summary>
     [OneWay]
-    Task InvalidateAsync(ImmutableArray<string> views);
+    Task InvalidateAsync(ImmutableArray<string> views, ulong lsn);
 }
 
 /// <summary>
@@ -56,12 +62,17 @@ public sealed record DashboardRequest(
     [property: Id(3)] IDashboardWatcher? Watcher = null,
     [property: Id(4)] TimeSpan WatchFor = default);
 
-/// <summary>The data of one view at one moment: the <c>data</c> object as UTF-8 JSON, and its content hash.</summary>
+/// <summary>
+/// The data of one view at one moment: the <c>data</c> object as UTF-8 JSON, and its content hash. <see cref="Lsn"/>: the WAL
+/// position up to which the snapshot is known to include every committed change the change feed announced to its entry
+/// (0: none announced yet); its load started after that position's changes were committed.
+/// </summary>
 [GenerateSerializer, Immutable, Alias("statscache.DashboardSnapshot")]
 public sealed record DashboardSnapshot(
     [property: Id(0)] byte[] Data,
     [property: Id(1)] DateTimeOffset AsOf,
-    [property: Id(2)] string ContentHash);
+    [property: Id(2)] string ContentHash,
+    [property: Id(3)] ulong Lsn = 0);
 
 /// <summary>
 /// The answer to a read: the snapshot, or none when nothing usable is cached (the caller answers 503),

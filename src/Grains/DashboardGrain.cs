@@ -44,9 +44,9 @@ public abstract class DashboardGrain(IPersistentState<DashboardSnapshots> store,
         return Entries.DeactivateAsync();
     }
 
-    public Task InvalidateAsync(ImmutableArray<string> views)
+    public Task InvalidateAsync(ImmutableArray<string> views, ulong lsn)
     {
-        Entries.Invalidate(views);
+        Entries.Invalidate(views, lsn);
         return Task.CompletedTask;
     }
 }

@@ -403,7 +403,7 @@ public sealed class DashboardGrainTests(ClusterFixture fixture)
 
         for (var i = 0; i < 100; i++)
         {
-            await grain.InvalidateAsync([]);
+            await grain.InvalidateAsync([], lsn: 0);
         }
 
         var reloaded = await PollAsync(site, "client", 1, ClusterFixture.Slow, r => LoadNumber(r) >= 2);
@@ -421,10 +421,10 @@ public sealed class DashboardGrainTests(ClusterFixture fixture)
         var grain = Grain(site, 1);
 
         _source.Block(site);
-        await grain.InvalidateAsync([]);
+        await grain.InvalidateAsync([], lsn: 0);
         await _source.WaitForLoadsAsync(site, 2, Timeout); // the change's reload is running, held
-        await grain.InvalidateAsync([]);                  // changes it may not have seen
-        await grain.InvalidateAsync([ClusterFixture.Slow]);
+        await grain.InvalidateAsync([], lsn: 0);                  // changes it may not have seen
+        await grain.InvalidateAsync([ClusterFixture.Slow], lsn: 0);
         Assert.Equal(2, _source.Loads(site));           // never a second load at once
         _source.Unblock(site);
 
@@ -440,10 +440,27 @@ public sealed class DashboardGrainTests(ClusterFixture fixture)
         await ReadAsync(site, "client", 1, ClusterFixture.Slow);
         var grain = Grain(site, 1);
 
-        await grain.InvalidateAsync([ClusterFixture.Fast]);
-        await grain.InvalidateAsync([ClusterFixture.Slow]); // the positive control, after it
+        await grain.InvalidateAsync([ClusterFixture.Fast], lsn: 0);
+        await grain.InvalidateAsync([ClusterFixture.Slow], lsn: 0); // the positive control, after it
         await _source.WaitForLoadsAsync(site, 2, Timeout);
         Assert.Equal([ClusterFixture.Slow, ClusterFixture.Slow], _source.Calls(site).Select(c => c.View));
+    }
+
+    [Fact]
+    public async Task AReloadForAChangeRemembersTheChangesLsnAndNeverGoesBack()
+    {
+        var site = ClusterFixture.NewSite();
+        Assert.Equal(0UL, (await ReadAsync(site, "client", 1, ClusterFixture.Slow)).Snapshot!.Lsn); // no change announced yet
+        var grain = Grain(site, 1);
+
+        await grain.InvalidateAsync([ClusterFixture.Slow], lsn: 5_000);
+        var reloaded = await PollAsync(site, "client", 1, ClusterFixture.Slow, r => LoadNumber(r) == 2);
+        Assert.Equal(5_000UL, reloaded.Snapshot!.Lsn);
+
+        // A change announced late with an older position reloads, and the snapshot still includes the newer one.
+        await grain.InvalidateAsync([ClusterFixture.Slow], lsn: 4_000);
+        var again = await PollAsync(site, "client", 1, ClusterFixture.Slow, r => LoadNumber(r) == 3);
+        Assert.Equal(5_000UL, again.Snapshot!.Lsn);
     }
 
     [Fact]
@@ -457,13 +474,13 @@ public sealed class DashboardGrainTests(ClusterFixture fixture)
         AssertSpread(await Task.WhenAll(users.Select(user => ReadAsync(site, "client", user, ClusterFixture.Slow))));
 
         // Reloads for a change, announced to every entry at once.
-        await Task.WhenAll(users.Select(user => Grain(site, user).InvalidateAsync([ClusterFixture.Slow])));
+        await Task.WhenAll(users.Select(user => Grain(site, user).InvalidateAsync([ClusterFixture.Slow], lsn: 0)));
         await _source.WaitForLoadsAsync(site, 2 * Users, Timeout);
         AssertSpread(await PollAllAsync(r => LoadNumber(r) > Users));
 
         // Retries that all succeed when the source is back after an outage.
         _source.Fail(site, true);
-        await Task.WhenAll(users.Select(user => Grain(site, user).InvalidateAsync([ClusterFixture.Slow])));
+        await Task.WhenAll(users.Select(user => Grain(site, user).InvalidateAsync([ClusterFixture.Slow], lsn: 0)));
         await _source.WaitForLoadsAsync(site, 3 * Users, Timeout); // every entry has failed once
         _source.Fail(site, false);
         AssertSpread(await PollAllAsync(r => !r.Stale && LoadNumber(r) > 3 * Users)); // reloaded since the failures

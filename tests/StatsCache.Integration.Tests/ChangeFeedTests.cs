@@ -104,7 +104,7 @@ public sealed class ChangeFeedTests(TestDatabase db, ITestOutputHelper output) :
             "with l as materialized (select pid from pg_stat_activity where application_name = @name) " +
             "select pid from l where pg_terminate_backend(pid)"))
         {
-            kill.Parameters.AddWithValue("name", ChangeFeedListener.ApplicationName);
+            kill.Parameters.AddWithValue("name", NotifyChangeFeed.ApplicationName);
             killed = (int)(await kill.ExecuteScalarAsync())!;
         }
 
@@ -217,7 +217,7 @@ public sealed class ChangeFeedTests(TestDatabase db, ITestOutputHelper output) :
         // Listening: the connection's last statement is its LISTEN (or the periodic probe after it).
         await using var command = db.DataSource.CreateCommand(
             "select count(*) from pg_stat_activity where application_name = @name and (query ilike 'listen%' or query = 'select 1')");
-        command.Parameters.AddWithValue("name", ChangeFeedListener.ApplicationName);
+        command.Parameters.AddWithValue("name", NotifyChangeFeed.ApplicationName);
         return (long)(await command.ExecuteScalarAsync())!;
     }
 

@@ -24,6 +24,9 @@ public sealed class StatsCacheFactory : WebApplicationFactory<Program>
     /// <summary>Extra settings for a variant of the host (client mode, ...), applied after the defaults.</summary>
     public Dictionary<string, string?> Settings { get; } = [];
 
+    /// <summary>The replication slot of this host's change feed (when it is on with the WAL source), dropped when it is disposed.</summary>
+    public string SlotName { get; } = ReplicationSlots.NewName();
+
     /// <summary>A logger provider added to the host's logging (to capture what it logs).</summary>
     public ILoggerProvider? LoggerProvider { get; set; }
 
@@ -69,6 +72,17 @@ public sealed class StatsCacheFactory : WebApplicationFactory<Program>
         return ((IPEndPoint)listener.LocalEndpoint).Port;
     }
 
+    public override async ValueTask DisposeAsync()
+    {
+        await base.DisposeAsync();
+        if (Settings.GetValueOrDefault("StatsCache:Changes:IsEnabled") == "true")
+        {
+            await ReplicationSlots.DropAsync(
+                Settings.GetValueOrDefault("ConnectionStrings:Stats") ?? Environment.GetEnvironmentVariable(TestDatabase.ConnectionVariable)!,
+                Settings.GetValueOrDefault("StatsCache:Changes:SlotName") ?? SlotName);
+        }
+    }
+
     protected override void ConfigureWebHost(IWebHostBuilder builder)
     {
         builder.UseEnvironment("Production"); // errors must look as they do in production: no stack traces
@@ -80,6 +94,7 @@ public sealed class StatsCacheFactory : WebApplicationFactory<Program>
         // Tests that count loads or check caching must not see other tests' writes refresh them;
         // ChangeFeedTests turn the feed on for hosts of their own.
         builder.UseSetting("StatsCache:Changes:IsEnabled", "false");
+        builder.UseSetting("StatsCache:Changes:SlotName", SlotName);
         // The smallest floor of forced refreshes: tests that force a reload wait least for it (see WaitOutRefreshFloorAsync).
         builder.UseSetting("StatsCache:Cache:MinRefreshInterval", MinRefreshInterval.ToString("c", CultureInfo.InvariantCulture));
         foreach (var (key, value) in Settings)

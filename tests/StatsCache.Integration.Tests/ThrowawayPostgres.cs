@@ -14,6 +14,18 @@ namespace StatsCache.Integration.Tests;
 public sealed class ThrowawayPostgres : IAsyncLifetime
 {
     private const string Database = "statscache_faults";
+
+    private readonly string[] _settings;
+
+    /// <summary>A server with the defaults (the only public constructor: an xunit class fixture has one).</summary>
+    public ThrowawayPostgres()
+        : this([])
+    {
+    }
+
+    /// <summary>A server with PostgreSQL settings (<c>name=value</c>) on top of the defaults, which they override.</summary>
+    internal ThrowawayPostgres(string[] settings) =>
+        _settings = ["wal_level=logical", "max_replication_slots=8", "max_wal_senders=8", .. settings];
     private readonly string _bin = Directory.GetDirectories("/usr/lib/postgresql")
         .Select(d => Path.Combine(d, "bin"))
         .Where(d => File.Exists(Path.Combine(d, "initdb")))
@@ -59,7 +71,8 @@ public sealed class ThrowawayPostgres : IAsyncLifetime
         await RunAsOwnerAsync(Path.Combine(_bin, "pg_ctl"),
         [
             "-D", _data, "-l", Path.Combine(_data, "server.log"), "-w", "-t", "60", "-o",
-            $"-p {Port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={_data} -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+            $"-p {Port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={_data} -c fsync=off -c synchronous_commit=off -c full_page_writes=off " +
+            string.Join(' ', _settings.Select(s => $"-c {s}")),
             "start",
         ]);
         DataSource?.Clear(); // the test's own pooled connections died with the previous server

@@ -7,7 +7,7 @@ using Xunit;
 namespace StatsCache.Testing;
 
 /// <summary>
-/// Sums the <c>StatsCache</c> meter's counters by instrument, view and outcome (or reason), so tests can count and
+/// Sums the <c>StatsCache</c> meter's counters by instrument, view (or table) and outcome (or reason), so tests can count and
 /// wait on what the service did. Given a host's services, only that host's meters count (hosts of other tests do
 /// not); without, every <c>StatsCache</c> meter in the process does (one TestingHost silo).
 /// </summary>
@@ -31,7 +31,7 @@ public sealed class MetricsRecorder : IDisposable
             string? view = null, outcome = null;
             foreach (var tag in tags)
             {
-                if (tag.Key == "view")
+                if (tag.Key is "view" or "table")
                 {
                     view = tag.Value as string;
                 }

@@ -66,10 +66,10 @@ internal sealed partial class DashboardEntries(
     }
 
     /// <summary>
-    /// The data behind these views (all, when empty) changed: reload their entries after the
-    /// debounce delay, or once more after the reload in flight. Never two loads at once.
+    /// The data behind these views (all, when empty) changed, up to WAL position <paramref name="lsn"/>: reload their entries
+    /// after the debounce delay, or once more after the reload in flight. Never two loads at once.
     /// </summary>
-    public void Invalidate(IReadOnlyCollection<string> views)
+    public void Invalidate(IReadOnlyCollection<string> views, ulong lsn)
     {
         var due = time.GetUtcNow() + options.ChangeDebounceDuration;
         foreach (var entry in _entries.Values)
@@ -80,6 +80,7 @@ internal sealed partial class DashboardEntries(
             }
 
             entry.OffSchedule = true;
+            entry.ChangeLsn = Math.Max(entry.ChangeLsn, lsn);
             if (entry.InFlight is not null)
             {
                 entry.ChangedDuringLoad = true;
@@ -275,6 +276,7 @@ internal sealed partial class DashboardEntries(
         var startedAt = time.GetUtcNow();
         var started = time.GetTimestamp();
         entry.ChangedDuringLoad = false; // this load sees every change committed before it started
+        var includesLsn = entry.ChangeLsn; // ... and so every change announced so far
         var offSchedule = entry.OffSchedule;
         entry.OffSchedule = false;
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(_lifetime.Token);
@@ -288,7 +290,7 @@ internal sealed partial class DashboardEntries(
             {
                 entry.AppliedGeneration = generation;
                 var previous = entry.Snapshot;
-                entry.Snapshot = NewSnapshot(previous, data, startedAt);
+                entry.Snapshot = NewSnapshot(previous, data, startedAt, Math.Max(includesLsn, previous?.Lsn ?? 0));
                 entry.Failures = 0;
                 if (entry.Snapshot.ContentHash != previous?.ContentHash)
                 {
@@ -458,11 +460,11 @@ internal sealed partial class DashboardEntries(
         return capped * (0.5 + (Random.Shared.NextDouble() * 0.5));
     }
 
-    private static DashboardSnapshot NewSnapshot(DashboardSnapshot? previous, byte[] data, DateTimeOffset asOf)
+    private static DashboardSnapshot NewSnapshot(DashboardSnapshot? previous, byte[] data, DateTimeOffset asOf, ulong lsn)
     {
         var hash = Base64Url.EncodeToString(SHA256.HashData(data).AsSpan(0, 16));
-        // Same content: keep the bytes already cached (and shared with readers), only asOf moves.
-        return previous?.ContentHash == hash ? previous with { AsOf = asOf } : new DashboardSnapshot(data, asOf, hash);
+        // Same content: keep the bytes already cached (and shared with readers), only asOf and the LSN move.
+        return previous?.ContentHash == hash ? previous with { AsOf = asOf, Lsn = lsn } : new DashboardSnapshot(data, asOf, hash, lsn);
     }
 
     [LoggerMessage(Level = LogLevel.Warning,
@@ -511,6 +513,9 @@ internal sealed partial class DashboardEntries(
         public DateTimeOffset LoadEndedAt { get; set; } = DateTimeOffset.MinValue;
 
         public bool Removed { get; set; }
+
+        /// <summary>The highest WAL position of the changes announced to this entry; the next load includes them.</summary>
+        public ulong ChangeLsn { get; set; }
 
         /// <summary>A change was announced after the load in flight started: load once more after it.</summary>
         public bool ChangedDuringLoad { get; set; }

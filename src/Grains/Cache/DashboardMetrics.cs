@@ -42,7 +42,8 @@ public sealed class DashboardMetrics
             new InstrumentAdvice<double> { HistogramBucketBoundaries = LoadDurationBuckets });
         _entries = meter.CreateUpDownCounter<long>("statscache.entries", "{entry}", "Entries held by active grains.");
         _evicted = meter.CreateCounter<long>("statscache.entries.evicted", "{entry}", "Entries dropped, by reason (idle or capacity).");
-        _changes = meter.CreateCounter<long>("statscache.changes", "{notice}", "Change notices this silo's listener received, by table (api for the invalidation API).");
+        _changes = meter.CreateCounter<long>(
+            "statscache.changes", "{notice}", "Changes this silo routed to its grains, coalesced per table and site, by table (api: the invalidation API; all: a refresh of every entry).");
         _invalidations = meter.CreateCounter<long>("statscache.changes.invalidations", "{call}", "Grains told that data they hold changed.");
         _refreshes = meter.CreateCounter<long>(
             "statscache.refreshes", "{read}", "Forced refreshes (refresh=true), by outcome: loaded, joined a load in flight, or answered from the floor.");
@@ -123,9 +124,23 @@ public sealed class DashboardMetrics
 
     public void EntriesReleased(int count) => _entries.Add(-count);
 
-    public void ChangeReceived(string? table, int invalidations)
+    public void ChangesRouted(Changes.ChangeBatch batch, int invalidations)
     {
-        _changes.Add(1, new KeyValuePair<string, object?>("table", table ?? "api"));
+        foreach (var notice in batch.Notices)
+        {
+            _changes.Add(1, new KeyValuePair<string, object?>("table", notice.Table ?? "api"));
+        }
+
+        foreach (var table in batch.TablesOfEverySite)
+        {
+            _changes.Add(1, new KeyValuePair<string, object?>("table", table));
+        }
+
+        if (batch.RefreshAll)
+        {
+            _changes.Add(1, new KeyValuePair<string, object?>("table", "all"));
+        }
+
         _invalidations.Add(invalidations);
     }
 

@@ -25,14 +25,26 @@ public sealed partial class DashboardCatalog
 
     private readonly FrozenDictionary<string, ViewDefinition> _views;
 
-    public DashboardCatalog(IEnumerable<ViewDefinition> views)
+    public DashboardCatalog(IEnumerable<ViewDefinition> views, IEnumerable<TableDefinition>? tables = null)
     {
         Views = [.. views];
         _views = Views.ToFrozenDictionary(v => v.Name, StringComparer.Ordinal);
         Roles = [.. Views.SelectMany(v => v.Roles).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal)];
+        Tables = (tables ?? []).ToFrozenDictionary(t => t.Name, StringComparer.Ordinal);
+        _readers = Views.SelectMany(v => v.Reads.Select(r => (Table: r.Key, Reader: (v, r.Value))))
+            .GroupBy(x => x.Table, StringComparer.Ordinal)
+            .ToFrozenDictionary(g => g.Key, g => g.Select(x => x.Reader).ToImmutableArray(), StringComparer.Ordinal);
     }
 
+    private readonly FrozenDictionary<string, ImmutableArray<(ViewDefinition View, ChangeScope Scope)>> _readers;
+
+    /// <summary>The views that read <paramref name="table"/>, each with whose entries a change of it makes out of date.</summary>
+    public ImmutableArray<(ViewDefinition View, ChangeScope Scope)> ReadersOf(string table) => _readers.GetValueOrDefault(table, []);
+
     public ImmutableArray<ViewDefinition> Views { get; }
+
+    /// <summary>The tables the views read, by name, with the columns the change feed routes by (catalog field <c>tables</c>).</summary>
+    public FrozenDictionary<string, TableDefinition> Tables { get; }
 
     /// <summary>Every role at least one view is declared for.</summary>
     public ImmutableArray<string> Roles { get; }
@@ -73,6 +85,7 @@ public sealed partial class DashboardCatalog
 
         var errors = new List<string>();
         var views = new List<ViewDefinition>();
+        var tables = ValidateTables(file?.Tables ?? [], errors);
         if (file?.Views is not { Count: > 0 })
         {
             errors.Add("'views' must list at least one view");
@@ -98,12 +111,76 @@ public sealed partial class DashboardCatalog
             }
         }
 
+        CheckReadsAgainstTables(views, tables, errors);
         if (errors.Count > 0)
         {
             throw new CatalogException($"{source} is invalid:{Environment.NewLine}  " + string.Join(Environment.NewLine + "  ", errors));
         }
 
-        return new DashboardCatalog(views);
+        return new DashboardCatalog(views, tables);
+    }
+
+    private static List<TableDefinition> ValidateTables(Dictionary<string, TableFile?> raw, List<string> errors)
+    {
+        var result = new List<TableDefinition>();
+        foreach (var (name, table) in raw)
+        {
+            var where = $"table '{name}'";
+            if (!SqlName().IsMatch(name))
+            {
+                errors.Add($"{where}: must be lower-case letters, digits and '_'");
+                continue;
+            }
+
+            if (table?.Site is not { } site || !SqlName().IsMatch(site))
+            {
+                errors.Add($"{where}: field 'site' must name the column that holds the row's site (lower-case letters, digits and '_')");
+                continue;
+            }
+
+            var users = table.Users ?? [];
+            if (users.Any(u => u is null || !SqlName().IsMatch(u)))
+            {
+                errors.Add($"{where}: field 'users' has an invalid column '{users.First(u => u is null || !SqlName().IsMatch(u))}' (lower-case letters, digits and '_')");
+                continue;
+            }
+
+            if (users.Distinct(StringComparer.Ordinal).Count() != users.Count || users.Contains(site))
+            {
+                errors.Add($"{where}: field 'users' names a column twice, or the site column");
+                continue;
+            }
+
+            result.Add(new TableDefinition(name, site, [.. users.Select(u => u!)]));
+        }
+
+        return result;
+    }
+
+    // The change feed routes a view's reads by the table's declared columns: each table read must be declared, with the
+    // columns a 'user' read needs, and each declared table must be read (else it would be published for nothing).
+    private static void CheckReadsAgainstTables(List<ViewDefinition> views, List<TableDefinition> tables, List<string> errors)
+    {
+        var declared = tables.ToDictionary(t => t.Name, StringComparer.Ordinal);
+        foreach (var view in views)
+        {
+            foreach (var (table, scope) in view.Reads)
+            {
+                if (!declared.TryGetValue(table, out var definition))
+                {
+                    errors.Add($"view '{view.Name}': field 'reads.{table}' names a table that 'tables' does not declare");
+                }
+                else if (scope == ChangeScope.User && definition.UserColumns.IsEmpty)
+                {
+                    errors.Add($"view '{view.Name}': field 'reads.{table}' is 'user', but table '{table}' declares no 'users' columns");
+                }
+            }
+        }
+
+        foreach (var table in tables.Where(t => !views.Any(v => v.Reads.ContainsKey(t.Name))))
+        {
+            errors.Add($"table '{table.Name}': no view reads it (declare it in a view's 'reads', or remove it)");
+        }
     }
 
     private static ViewDefinition? ValidateView(ViewFile? raw, int index, List<string> errors)
@@ -317,7 +394,9 @@ public sealed partial class DashboardCatalog
     [GeneratedRegex(@"(?<![\w@])@([A-Za-z_][A-Za-z0-9_]*)")]
     private static partial Regex SqlParameter();
 
-    private sealed record CatalogFile(List<ViewFile?>? Views);
+    private sealed record CatalogFile(Dictionary<string, TableFile?>? Tables, List<ViewFile?>? Views);
+
+    private sealed record TableFile(string? Site, List<string?>? Users);
 
     private sealed record ViewFile(
         string? Name,

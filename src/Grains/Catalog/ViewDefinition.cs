@@ -38,6 +38,13 @@ public enum ParameterType
 /// <summary>A typed, bounded parameter a caller may pass in the query string.</summary>
 public sealed record ParameterDefinition(string Name, ParameterType Type, int Default, int Min, int Max);
 
+/// <summary>
+/// A table the views read (catalog field <c>tables</c>): the column naming a row's site and the columns naming the users
+/// the row matters to (its client, writer, ...). The change feed routes each row change by them, and the publication,
+/// replica identity and triggers it needs are derived from them (<see cref="Changes.ChangeFeedSchema"/>).
+/// </summary>
+public sealed record TableDefinition(string Name, string SiteColumn, ImmutableArray<string> UserColumns);
+
 /// <summary>One SQL statement of a view and the bound parameters it references.</summary>
 public sealed record QueryDefinition(string Name, QueryShape Shape, string Sql, ImmutableArray<string> SqlParameters);
 

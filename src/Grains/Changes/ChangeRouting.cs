@@ -4,39 +4,82 @@ using StatsCache.Catalog;
 
 namespace StatsCache.Changes;
 
-/// <summary>Which of this silo's active grains a change affects, and which of their views, per the catalog's <c>reads</c>.</summary>
+/// <summary>Which of this silo's active grains a batch of changes affects, and which of their views, per the catalog's <c>reads</c>.</summary>
 public static class ChangeRouting
 {
-    public static Dictionary<DashboardScope, ImmutableArray<string>> Route(ChangeNotice notice, DashboardCatalog catalog, ActiveDashboards active)
-    {
-        // The affected views, each with whether every user of the site is affected or only the named ones.
-        var views = notice.Table is { } table
-            ? catalog.Views.Where(v => v.Reads.ContainsKey(table)).Select(v => (View: v, Scope: v.Reads[table])).ToList()
-            : catalog.Views.Where(v => notice.Views is not { } names || names.Contains(v.Name))
-                .Select(v => (View: v, Scope: notice.Users is null ? ChangeScope.Site : ChangeScope.User)).ToList();
-        var routes = new Dictionary<DashboardScope, ImmutableArray<string>>();
-        if (views.Count == 0)
-        {
-            return routes;
-        }
+    private static readonly HashSet<long> NoUsers = [];
 
-        var users = notice.Users ?? [];
-        foreach (var grain in Candidates(notice.Site, users, views, catalog, active))
+    /// <summary>Each affected grain with the views to refresh (empty: all of them).</summary>
+    public static Dictionary<DashboardScope, ImmutableArray<string>> Route(ChangeBatch batch, DashboardCatalog catalog, ActiveDashboards active)
+    {
+        // Per grain, the views affected; null: all of them.
+        var routes = new Dictionary<DashboardScope, HashSet<string>?>();
+        if (batch.RefreshAll)
         {
-            var affected = views
-                .Where(x => x.View.AllowsRole(grain.Role))
-                .Where(x => grain.UserId is { } user
-                    ? x.View.Scope == ViewScope.User && (x.Scope == ChangeScope.Site || users.Contains(user))
-                    : x.View.Scope == ViewScope.Site)
-                .Select(x => x.View.Name)
-                .ToImmutableArray();
-            if (!affected.IsEmpty)
+            foreach (var grain in active.All)
             {
-                routes[grain] = affected;
+                routes[grain] = null;
+            }
+        }
+        else
+        {
+            foreach (var table in batch.TablesOfEverySite)
+            {
+                var readers = catalog.ReadersOf(table).Select(r => (r.View, ChangeScope.Site)).ToList();
+                foreach (var grain in active.All)
+                {
+                    AddAffected(routes, grain, readers, NoUsers);
+                }
+            }
+
+            foreach (var notice in batch.Notices)
+            {
+                Route(notice, catalog, active, routes);
             }
         }
 
-        return routes;
+        return routes.ToDictionary(r => r.Key, r => r.Value is null ? [] : r.Value.ToImmutableArray());
+    }
+
+    private static void Route(ChangeNotice notice, DashboardCatalog catalog, ActiveDashboards active, Dictionary<DashboardScope, HashSet<string>?> routes)
+    {
+        // The affected views, each with whether every user of the site is affected or only the named ones.
+        var everyUser = notice.Users is null;
+        var views = notice.Table is { } table
+            ? catalog.ReadersOf(table).Select(r => (r.View, Scope: everyUser ? ChangeScope.Site : r.Scope)).ToList()
+            : catalog.Views.Where(v => notice.Views is not { } names || names.Contains(v.Name))
+                .Select(v => (View: v, Scope: everyUser ? ChangeScope.Site : ChangeScope.User)).ToList();
+        if (views.Count == 0)
+        {
+            return;
+        }
+
+        var users = notice.Users ?? [];
+        var named = users.IsEmpty ? NoUsers : users.ToHashSet();
+        foreach (var grain in Candidates(notice.Site, users, views, catalog, active))
+        {
+            AddAffected(routes, grain, views, named);
+        }
+    }
+
+    private static void AddAffected(
+        Dictionary<DashboardScope, HashSet<string>?> routes, DashboardScope grain, List<(ViewDefinition View, ChangeScope Scope)> views, HashSet<long> users)
+    {
+        if (routes.TryGetValue(grain, out var held) && held is null)
+        {
+            return; // already every view
+        }
+
+        foreach (var (view, scope) in views)
+        {
+            var affected = view.AllowsRole(grain.Role) && (grain.UserId is { } user
+                ? view.Scope == ViewScope.User && (scope == ChangeScope.Site || users.Contains(user))
+                : view.Scope == ViewScope.Site);
+            if (affected)
+            {
+                (held ??= routes[grain] = new HashSet<string>(StringComparer.Ordinal)).Add(view.Name);
+            }
+        }
     }
 
     // Every active grain of the site when some user view is affected site-wide; otherwise only the

@@ -134,9 +134,22 @@ public static class StatsCacheHostingExtensions
         silo.Services.AddSingleton<IDashboardSource, PostgresDashboardSource>();
         silo.Services.AddStatsCacheGrains();
         silo.Services.AddOptions<ChangeFeedOptions>().BindConfiguration(ChangeFeedOptions.SectionName).ValidateDataAnnotations().ValidateOnStart();
-        if (configuration.GetSection(ChangeFeedOptions.SectionName).Get<ChangeFeedOptions>() is not { IsEnabled: false })
+        var changes = configuration.GetSection(ChangeFeedOptions.SectionName).Get<ChangeFeedOptions>() ?? new();
+        if (changes.IsEnabled)
         {
-            silo.Services.AddHostedService<ChangeFeedListener>();
+            silo.Services.AddSingleton<ChangeDispatcher>();
+            if (changes.Source == ChangeSource.Replication)
+            {
+                // Every silo receives what the slot's holder delivers, and competes for the slot.
+                silo.AddGrainService<ChangeRouter>();
+                silo.Services.AddSingleton<ChangeRouters>();
+                silo.Services.AddSingleton<ChangeFeedMetrics>();
+                silo.Services.AddHostedService<ReplicationChangeFeed>();
+            }
+            else
+            {
+                silo.Services.AddHostedService<NotifyChangeFeed>();
+            }
         }
 
         return silo;

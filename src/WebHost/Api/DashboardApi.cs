@@ -23,6 +23,8 @@ public static class DashboardApi
     public static WebApplicationBuilder AddDashboardApi(this WebApplicationBuilder builder)
     {
         builder.Services.AddOptions<ApiOptions>().BindConfiguration(ApiOptions.SectionName).ValidateDataAnnotations().ValidateOnStart();
+        // The invalidation API publishes on the change feed's source (a co-hosted silo binds the same section: harmless).
+        builder.Services.AddOptions<Changes.ChangeFeedOptions>().BindConfiguration(Changes.ChangeFeedOptions.SectionName).ValidateDataAnnotations();
         builder.Services.AddSingleton<DashboardReader>();
         builder.Services.AddProblemDetails();
         builder.Services.AddOpenApi();

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.Extensions.Options;
 using Npgsql;
 using StatsCache.Catalog;
 using StatsCache.Changes;
@@ -9,15 +10,15 @@ using StatsCache.WebHost.Hosting;
 namespace StatsCache.WebHost.Api;
 
 /// <summary>
-/// <c>POST /api/dashboards/invalidate</c>: for systems that write somewhere the change feed's
-/// triggers do not see. The request is published on the same feed (a NOTIFY), so every silo
-/// refreshes what it holds, debounced, exactly as for a trigger's notice.
+/// <c>POST /api/dashboards/invalidate</c>: for systems that write somewhere the change feed does not see. The request is
+/// published on the same feed (a logical decoding message in the WAL, or a NOTIFY), so every silo refreshes what it holds,
+/// debounced, exactly as for a write's change.
 /// </summary>
 public static class InvalidationApi
 {
     public const string ServiceRole = "service";
 
-    // NOTIFY payloads are limited to 8000 bytes; 500 ids stay well inside.
+    // NOTIFY payloads are limited to 8000 bytes; 500 ids stay well inside (and keep a WAL message small).
     private const int MaxUsers = 500;
     private const int MaxBodyBytes = 64 * 1024;
 
@@ -34,7 +35,7 @@ public static class InvalidationApi
     }
 
     internal static async Task<Results<Accepted, ProblemHttpResult>> InvalidateAsync(
-        HttpRequest request, DashboardCatalog catalog, NpgsqlDataSource dataSource)
+        HttpRequest request, DashboardCatalog catalog, NpgsqlDataSource dataSource, IOptions<ChangeFeedOptions> changes)
     {
         var caller = DashboardApi.CallerOf(request.HttpContext);
         if (caller.Role != ServiceRole)
@@ -78,10 +79,7 @@ public static class InvalidationApi
         }
 
         var notice = new ChangeNotice(null, site, body.Users is null ? null : [.. body.Users.Distinct()], body.Views is null ? null : [.. body.Views.Distinct()!]);
-        await using var notify = dataSource.CreateCommand("select pg_notify(@channel, @payload)");
-        notify.Parameters.AddWithValue("channel", ChangeNotice.Channel);
-        notify.Parameters.AddWithValue("payload", notice.ToJson());
-        await notify.ExecuteNonQueryAsync(request.HttpContext.RequestAborted);
+        await notice.PublishAsync(dataSource, changes.Value.Source, request.HttpContext.RequestAborted);
         return TypedResults.Accepted((string?)null);
     }
 

@@ -1,10 +1,12 @@
 using Npgsql;
+using StatsCache.Catalog;
+using StatsCache.Changes;
 
 namespace StatsCache.WebHost.Setup;
 
 /// <summary>
-/// Creates the demo platform schema and the Orleans providers' tables and statements (idempotent)
-/// and, on an empty database, the demo data. The SQL is deploy/sql, embedded in this assembly.
+/// Creates the demo platform schema, what the change feed needs (<see cref="ChangeFeedSchema"/>) and the Orleans providers'
+/// tables and statements (idempotent) and, on an empty database, the demo data. The SQL is deploy/sql, embedded in this assembly.
 /// </summary>
 public static class DatabaseSetup
 {
@@ -13,17 +15,24 @@ public static class DatabaseSetup
 
     public static readonly DemoSize DefaultDemoSize = new(5, 2000, 100_000);
 
+    /// <summary>The change feed's SQL for the default catalog and settings (the WAL source).</summary>
+    public static ChangeFeedSchema DefaultChanges { get; } = new(DashboardCatalog.Load(null), new ChangeFeedOptions());
+
     /// <summary>
-    /// Applies schema.sql and the data generator's definition to the Stats database, and orleans.sql
-    /// (membership and grain storage tables and statements) to the Orleans database, which is the Stats
-    /// database when <paramref name="orleansDataSource"/> is null. Safe to run any number of times, concurrently too.
+    /// Applies schema.sql, the data generator's definition and <paramref name="changes"/> (default <see cref="DefaultChanges"/>)
+    /// to the Stats database, and orleans.sql (membership and grain storage tables and statements) to the Orleans database, which
+    /// is the Stats database when <paramref name="orleansDataSource"/> is null. Safe to run any number of times, concurrently too.
     /// </summary>
     public static async Task ApplySchemaAsync(
-        NpgsqlDataSource dataSource, NpgsqlDataSource? orleansDataSource = null, CancellationToken cancellationToken = default)
+        NpgsqlDataSource dataSource, NpgsqlDataSource? orleansDataSource = null, ChangeFeedSchema? changes = null, CancellationToken cancellationToken = default)
     {
-        await ApplyAsync(dataSource, ["schema.sql", "changes.sql", "demo-data.sql"], cancellationToken);
-        await ApplyAsync(orleansDataSource ?? dataSource, ["orleans.sql"], cancellationToken);
+        await ApplyAsync(dataSource, [ReadSql("schema.sql"), ReadSql("demo-data.sql"), (changes ?? DefaultChanges).ApplySql()], cancellationToken);
+        await ApplyAsync(orleansDataSource ?? dataSource, [ReadSql("orleans.sql")], cancellationToken);
     }
+
+    /// <summary>Removes what the change feed added: the slot, the publication and the triggers (<c>setup --remove-changes</c>).</summary>
+    public static Task RemoveChangesAsync(NpgsqlDataSource dataSource, ChangeFeedSchema changes, CancellationToken cancellationToken = default) =>
+        ApplyAsync(dataSource, [changes.RemoveSql()], cancellationToken);
 
     /// <summary>Generates demo data when the database has no website yet; returns whether it did.</summary>
     public static async Task<bool> GenerateDemoDataIfEmptyAsync(NpgsqlDataSource dataSource, DemoSize size, CancellationToken cancellationToken = default)
@@ -55,15 +64,15 @@ public static class DatabaseSetup
         return true;
     }
 
-    private static async Task ApplyAsync(NpgsqlDataSource dataSource, string[] files, CancellationToken cancellationToken)
+    private static async Task ApplyAsync(NpgsqlDataSource dataSource, string[] scripts, CancellationToken cancellationToken)
     {
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
         await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
         // Serialise concurrent set-ups (test hosts, silos) so CREATE ... IF NOT EXISTS never races.
         await ExecuteAsync(connection, "select pg_advisory_xact_lock(hashtext('statscache-setup'))", cancellationToken);
-        foreach (var file in files)
+        foreach (var script in scripts)
         {
-            await ExecuteAsync(connection, ReadSql(file), cancellationToken);
+            await ExecuteAsync(connection, script, cancellationToken);
         }
 
         await transaction.CommitAsync(cancellationToken);

@@ -1,4 +1,4 @@
-using System.Collections.Immutable;
+using System.Text;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -9,19 +9,18 @@ using StatsCache.Cache;
 namespace StatsCache.Changes;
 
 /// <summary>
-/// Each silo's one <c>LISTEN</c> connection to the change feed. A notice goes to the grains of this
-/// silo it affects; a lost connection is reconnected with backoff, and then every active entry
-/// refreshes, since notices sent meanwhile are lost.
+/// The <see cref="ChangeSource.Notify"/> source: each silo's one <c>LISTEN</c> connection. A notice goes to the grains of
+/// this silo it affects; a lost connection is reconnected with backoff, and then every active entry refreshes, since
+/// notices sent meanwhile are lost.
 /// </summary>
-public sealed partial class ChangeFeedListener(
+public sealed partial class NotifyChangeFeed(
     IConfiguration configuration,
-    DashboardCache cache,
+    ChangeDispatcher dispatcher,
     DashboardMetrics metrics,
-    DashboardGrains grains,
     IOptions<ChangeFeedOptions> options,
-    ILogger<ChangeFeedListener> logger) : BackgroundService
+    ILogger<NotifyChangeFeed> logger) : BackgroundService
 {
-    /// <summary>The listening connection's application name, to find it in pg_stat_activity.</summary>
+    /// <summary>The change feed's connection's application name (either source), to find it in pg_stat_activity.</summary>
     public const string ApplicationName = "statscache-changes";
 
     private static readonly TimeSpan HealthCheckInterval = TimeSpan.FromSeconds(15);
@@ -53,7 +52,7 @@ public sealed partial class ChangeFeedListener(
                 if (connectedBefore)
                 {
                     LogReconnected(logger);
-                    RefreshAllActive();
+                    dispatcher.Dispatch(ChangeBatch.Everything(lsn: 0));
                 }
 
                 metrics.FeedConnected(again: connectedBefore);
@@ -92,36 +91,13 @@ public sealed partial class ChangeFeedListener(
 
     private void OnNotice(string payload)
     {
-        if (ChangeNotice.TryParse(payload) is not { } notice)
+        if (ChangeNotice.TryParse(Encoding.UTF8.GetBytes(payload)) is not { } notice)
         {
             LogIgnored(logger, payload.Length);
             return;
         }
 
-        var routes = ChangeRouting.Route(notice, cache.Catalog, cache.Active);
-        foreach (var (grain, views) in routes)
-        {
-            Invalidate(grain, views);
-        }
-
-        metrics.ChangeReceived(notice.Table, routes.Count);
-    }
-
-    private void RefreshAllActive()
-    {
-        foreach (var grain in cache.Active.All)
-        {
-            Invalidate(grain, []);
-        }
-    }
-
-    // One-way calls: they return at once, and the grain debounces.
-    private void Invalidate(DashboardScope grain, ImmutableArray<string> views)
-    {
-        var call = grain.UserId is { } user
-            ? grains.User(grain.SiteId, grain.Role, user).InvalidateAsync(views)
-            : grains.Site(grain.SiteId, grain.Role).InvalidateAsync(views);
-        _ = call.ContinueWith(t => LogInvalidateFailed(logger, t.Exception!, grain.SiteId), TaskContinuationOptions.OnlyOnFaulted);
+        dispatcher.Dispatch(ChangeBatch.Of(notice));
     }
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "The change feed connection was lost; reconnecting in {RetryIn}")]
@@ -132,7 +108,4 @@ public sealed partial class ChangeFeedListener(
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Ignored a change notice that is not one ({Length} characters)")]
     private static partial void LogIgnored(ILogger logger, int length);
-
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Could not tell a grain of site {SiteId} about a change")]
-    private static partial void LogInvalidateFailed(ILogger logger, Exception exception, long siteId);
 }

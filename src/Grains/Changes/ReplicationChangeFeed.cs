@@ -1,0 +1,601 @@
+using System.Globalization;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using Npgsql;
+using NpgsqlTypes;
+using Npgsql.Replication;
+using Npgsql.Replication.PgOutput;
+using Npgsql.Replication.PgOutput.Messages;
+using StatsCache.Catalog;
+
+namespace StatsCache.Changes;
+
+/// <summary>
+/// The <see cref="ChangeSource.Replication"/> source: the cluster's one logical replication slot, streamed (<c>pgoutput</c>) by
+/// whichever silo holds it. Every silo runs this service: one streams, the others check every
+/// <see cref="ChangeFeedOptions.SlotRetryDuration"/> whether the slot is free and take it when its holder is gone.
+/// The holder decodes each committed transaction's row changes into the sites and users they name (the catalog's
+/// <c>tables</c>), coalesces them (<see cref="ChangeSet"/>), delivers them to every silo (<see cref="ChangeDelivery"/>) and
+/// confirms a WAL position to PostgreSQL only once every silo has received the changes up to it: a restarted or new
+/// holder resumes there, so nothing is lost and nothing but the missed changes is reloaded.
+/// </summary>
+public sealed partial class ReplicationChangeFeed(
+    IConfiguration configuration,
+    NpgsqlDataSource dataSource,
+    DashboardCatalog catalog,
+    ChangeRouters routers,
+    IClusterMembershipService membership,
+    ILocalSiloDetails localSilo,
+    ChangeFeedMetrics metrics,
+    TimeProvider time,
+    IOptions<ChangeFeedOptions> options,
+    ILogger<ReplicationChangeFeed> logger) : BackgroundService
+{
+    // How often the holder confirms what every silo received, and (every few of those) measures the slot's lag.
+    private static readonly TimeSpan StatusInterval = TimeSpan.FromMilliseconds(250);
+    private const int StatusesPerSlotQuery = 8;
+
+    private readonly ChangeFeedOptions _options = options.Value;
+    private readonly DashboardCatalog _catalog = catalog;
+    private readonly ChangeRouters _routers = routers;
+    private readonly IClusterMembershipService _membership = membership;
+    private readonly ChangeFeedMetrics _metrics = metrics;
+    private readonly TimeProvider _time = time;
+    private readonly ILogger<ReplicationChangeFeed> _logger = logger;
+    private Session? _session;
+
+    public override async Task StartAsync(CancellationToken cancellationToken)
+    {
+        // A database that cannot feed us stops start-up with what to do; one not reachable yet is checked again on connecting.
+        try
+        {
+            await CheckDatabaseAsync(cancellationToken);
+        }
+        catch (NpgsqlException e)
+        {
+            LogCannotCheck(_logger, e);
+        }
+
+        await base.StartAsync(cancellationToken);
+    }
+
+    public override async Task StopAsync(CancellationToken cancellationToken)
+    {
+        // Tell PostgreSQL what was delivered before the stream closes, so the next holder does not deliver it again.
+        if (_session is { } session)
+        {
+            await session.ConfirmAsync(final: true);
+        }
+
+        await base.StopAsync(cancellationToken);
+    }
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        // Deliveries go to the silos this one sees active: before it is active itself, it may see none.
+        try
+        {
+            await foreach (var snapshot in _membership.MembershipUpdates.WithCancellation(stoppingToken))
+            {
+                if (snapshot.GetSiloStatus(localSilo.SiloAddress) == SiloStatus.Active)
+                {
+                    break;
+                }
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            return;
+        }
+
+        var delay = TimeSpan.FromMilliseconds(100);
+        while (!stoppingToken.IsCancellationRequested)
+        {
+            try
+            {
+                var slot = await SlotStateAsync(stoppingToken);
+                if (slot is { ActivePid: not null, Lost: false })
+                {
+                    await Task.Delay(_options.SlotRetryDuration, _time, stoppingToken); // another silo holds it
+                    continue;
+                }
+
+                await CheckDatabaseAsync(stoppingToken);
+                await StreamAsync(slot, stoppingToken);
+                delay = TimeSpan.FromMilliseconds(100);
+            }
+            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.ObjectInUse)
+            {
+                // Another silo started streaming the slot between our look and our start: stand by.
+                await DelayAsync(_options.SlotRetryDuration, stoppingToken);
+            }
+            catch (InvalidOperationException e)
+            {
+                LogCannotStream(_logger, e.Message, _options.ReconnectMaxDuration);
+                await DelayAsync(_options.ReconnectMaxDuration, stoppingToken);
+            }
+            catch (Exception e)
+            {
+                LogStreamFailed(_logger, e, delay);
+                await DelayAsync(delay, stoppingToken);
+                delay = delay * 2 < _options.ReconnectMaxDuration ? delay * 2 : _options.ReconnectMaxDuration;
+            }
+            finally
+            {
+                _metrics.Holding(false);
+            }
+        }
+    }
+
+    /// <summary>The message that stops start-up on a database whose <c>wal_level</c> is not <c>logical</c>.</summary>
+    public static string WalLevelMessage(string walLevel) =>
+        $"StatsCache:Changes:Source is Replication, which reads the WAL, but PostgreSQL runs with wal_level={walLevel}. " +
+        "Set wal_level=logical (postgresql.conf, or ALTER SYSTEM, then restart PostgreSQL; on managed services see docs/freshness.md), " +
+        "or set StatsCache:Changes:Source=Notify to use triggers instead.";
+
+    private async Task CheckDatabaseAsync(CancellationToken cancellationToken)
+    {
+        await using var command = dataSource.CreateCommand(
+            "select current_setting('wal_level'), " +
+            "array(select t.tablename::text from pg_publication_tables t where t.pubname = @publication and t.schemaname = current_schema()), " +
+            "exists (select 1 from pg_publication where pubname = @publication)");
+        command.Parameters.AddWithValue("publication", _options.PublicationName);
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        await reader.ReadAsync(cancellationToken);
+        var walLevel = reader.GetString(0);
+        if (walLevel != "logical")
+        {
+            throw new InvalidOperationException(WalLevelMessage(walLevel));
+        }
+
+        var published = reader.GetFieldValue<string[]>(1);
+        var missing = _catalog.Tables.Keys.Except(published, StringComparer.Ordinal).Order(StringComparer.Ordinal).ToList();
+        if (!reader.GetBoolean(2) || missing.Count > 0)
+        {
+            throw new InvalidOperationException(
+                $"The publication '{_options.PublicationName}' " + (reader.GetBoolean(2) ? $"does not publish {string.Join(", ", missing)}" : "does not exist") +
+                ": run `webhost setup`, or have a DBA run the SQL of `webhost setup --print-sql`.");
+        }
+    }
+
+    private async Task<SlotState?> SlotStateAsync(CancellationToken cancellationToken)
+    {
+        await using var command = dataSource.CreateCommand(
+            "select active_pid, wal_status = 'lost', pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint " +
+            "from pg_replication_slots where slot_name = @slot and database = current_database()");
+        command.Parameters.AddWithValue("slot", _options.SlotName);
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        return await reader.ReadAsync(cancellationToken)
+            ? new SlotState(reader.IsDBNull(0) ? null : reader.GetInt32(0), !reader.IsDBNull(1) && reader.GetBoolean(1), reader.IsDBNull(2) ? null : reader.GetInt64(2))
+            : null;
+    }
+
+    private async Task StreamAsync(SlotState? slot, CancellationToken stoppingToken)
+    {
+        var connectionString = new NpgsqlConnectionStringBuilder(configuration.GetConnectionString(GrainServiceExtensions.StatsConnectionName))
+        {
+            ApplicationName = NotifyChangeFeed.ApplicationName,
+            KeepAlive = 10,
+        };
+        await using var connection = new LogicalReplicationConnection(connectionString.ConnectionString)
+        {
+            WalReceiverStatusInterval = TimeSpan.FromSeconds(1),
+        };
+        await connection.Open(stoppingToken);
+
+        var refreshAll = false;
+        if (slot is { Lost: true })
+        {
+            // WAL the slot needed is gone (max_slot_wal_keep_size): what it would have told us is lost, so everything held refreshes once.
+            LogSlotInvalidated(_logger, _options.SlotName);
+            _metrics.SlotInvalidated();
+            await connection.DropReplicationSlot(_options.SlotName, cancellationToken: stoppingToken);
+            slot = null;
+        }
+
+        if (slot is null)
+        {
+            try
+            {
+                await connection.CreatePgOutputReplicationSlot(_options.SlotName, slotSnapshotInitMode: LogicalSlotSnapshotInitMode.NoExport, cancellationToken: stoppingToken);
+                LogSlotCreated(_logger, _options.SlotName);
+                refreshAll = true; // entries held now may predate changes no slot kept (none when the cluster starts)
+            }
+            catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.DuplicateObject)
+            {
+                // Another silo created it first; try to stream it all the same.
+            }
+        }
+
+        using var session = new Session(this, connection, stoppingToken);
+        _session = session;
+        try
+        {
+            if (refreshAll)
+            {
+                session.Delivery.Enqueue(ChangeBatch.Everything(lsn: 0));
+            }
+
+            await session.RunAsync();
+        }
+        finally
+        {
+            _session = null;
+        }
+    }
+
+    private async Task DelayAsync(TimeSpan delay, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await Task.Delay(delay, _time, cancellationToken);
+        }
+        catch (OperationCanceledException)
+        {
+            // stopping: the loop ends
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Could not check the database for the change feed now; checking again when connecting")]
+    private static partial void LogCannotCheck(ILogger logger, Exception exception);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "The change feed cannot stream: {Reason} Trying again in {RetryIn}")]
+    private static partial void LogCannotStream(ILogger logger, string reason, TimeSpan retryIn);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "The change feed's replication stream failed; trying again in {RetryIn}")]
+    private static partial void LogStreamFailed(ILogger logger, Exception exception, TimeSpan retryIn);
+
+    [LoggerMessage(Level = LogLevel.Warning,
+        Message = "PostgreSQL invalidated replication slot {Slot} (WAL removed past max_slot_wal_keep_size): recreating it and refreshing every active entry once")]
+    private static partial void LogSlotInvalidated(ILogger logger, string slot);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Created replication slot {Slot}")]
+    private static partial void LogSlotCreated(ILogger logger, string slot);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "This silo streams replication slot {Slot} from WAL position {Lsn}")]
+    private static partial void LogHolding(ILogger logger, string slot, NpgsqlLogSequenceNumber lsn);
+
+    [LoggerMessage(Level = LogLevel.Warning,
+        Message = "Table {Table} sends changes without its old row (replica identity not FULL): its updates and deletes refresh the whole site; run `webhost setup`")]
+    private static partial void LogNoOldRow(ILogger logger, string table);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Ignored a logical decoding message with prefix {Prefix} that is not a change notice")]
+    private static partial void LogIgnoredMessage(ILogger logger, string prefix);
+
+    private sealed record SlotState(int? ActivePid, bool Lost, long? LagBytes);
+
+    /// <summary>A table's columns as the stream sends them, with the positions of the ones changes are routed by.</summary>
+    private sealed class Relation(TableDefinition table, int siteColumn, int[] userColumns)
+    {
+        public TableDefinition Table { get; } = table;
+
+        public int SiteColumn { get; } = siteColumn;
+
+        /// <summary>For each column of the row, its index among the table's user columns, or -1.</summary>
+        public int[] UserColumns { get; } = userColumns;
+
+        public bool WarnedNoOldRow { get; set; }
+    }
+
+    /// <summary>One connection's stream of the slot: decoding, delivery and confirmation.</summary>
+    private sealed class Session : IDisposable
+    {
+        private readonly ReplicationChangeFeed _feed;
+        private readonly LogicalReplicationConnection _connection;
+        private readonly CancellationTokenSource _stopping;
+        private readonly ChangeSet _changes = new();
+        private readonly Dictionary<uint, Relation?> _relations = [];
+        private readonly Queue<(ulong Lsn, DateTime CommittedAt)> _unconfirmed = new();
+        private readonly SemaphoreSlim _confirming = new(1, 1); // the status loop and the host's stop; never disposed, as either may still wait
+        private long[] _users = new long[8];
+        private long _messages;
+        private volatile bool _inTransaction;
+        private ulong _confirmed;
+        private bool _held;
+
+        public Session(ReplicationChangeFeed feed, LogicalReplicationConnection connection, CancellationToken stoppingToken)
+        {
+            _feed = feed;
+            _connection = connection;
+            _stopping = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken);
+            Delivery = new ChangeDelivery(feed._routers, feed._membership, feed._logger);
+        }
+
+        public ChangeDelivery Delivery { get; }
+
+        public async Task RunAsync()
+        {
+            var status = StatusLoopAsync();
+            try
+            {
+                var options = new PgOutputReplicationOptions(_feed._options.PublicationName, PgOutputProtocolVersion.V1, messages: true);
+                await foreach (var message in _connection.StartReplication(new PgOutputReplicationSlot(_feed._options.SlotName), options, _stopping.Token))
+                {
+                    Interlocked.Increment(ref _messages);
+                    await OnMessageAsync(message);
+                }
+            }
+            finally
+            {
+                await _stopping.CancelAsync();
+                Delivery.Stop();
+                await status;
+            }
+        }
+
+        private async ValueTask OnMessageAsync(PgOutputReplicationMessage message)
+        {
+            var token = _stopping.Token;
+            switch (message)
+            {
+                case BeginMessage:
+                    _inTransaction = true;
+                    break;
+                case RelationMessage relation:
+                    _relations[relation.RelationId] = Route(relation);
+                    break;
+                case InsertMessage insert:
+                    await AddRowAsync(insert.Relation, insert.NewRow, token);
+                    break;
+                case FullUpdateMessage update:
+                    await AddRowAsync(update.Relation, update.OldRow, token); // a row moved to another user or site concerns both
+                    await AddRowAsync(update.Relation, update.NewRow, token);
+                    break;
+                case UpdateMessage update:
+                    await AddWithoutOldRowAsync(update.Relation, update.NewRow, token);
+                    break;
+                case FullDeleteMessage delete:
+                    await AddRowAsync(delete.Relation, delete.OldRow, token);
+                    break;
+                case KeyDeleteMessage delete:
+                    await AddWithoutOldRowAsync(delete.Relation, tuple: null, token);
+                    break;
+                case TruncateMessage truncate:
+                    foreach (var relation in truncate.Relations)
+                    {
+                        if (_relations.GetValueOrDefault(relation.RelationId) is { } route)
+                        {
+                            _changes.AddTableOfEverySite(route.Table.Name);
+                        }
+                    }
+
+                    break;
+                case LogicalDecodingMessage { Prefix: ChangeNotice.MessagePrefix } decoding when (decoding.Flags & 1) == 1:
+                    // A transactional message of the invalidation API: ordered with the commits around it.
+                    using (var content = new MemoryStream())
+                    {
+                        await decoding.Data.CopyToAsync(content, token);
+                        if (ChangeNotice.TryParse(content.GetBuffer().AsSpan(0, (int)content.Length)) is { } notice)
+                        {
+                            _changes.AddNotice(notice);
+                        }
+                        else
+                        {
+                            LogIgnoredMessage(_feed._logger, decoding.Prefix);
+                        }
+                    }
+
+                    break;
+                case CommitMessage commit:
+                    var end = (ulong)commit.TransactionEndLsn;
+                    _changes.Advance(end);
+                    if (_changes.IsEmpty)
+                    {
+                        Delivery.Advance(end);
+                    }
+                    else
+                    {
+                        Delivery.Enqueue(_changes.TakeBatch());
+                        _feed._metrics.Transaction();
+                        lock (_unconfirmed)
+                        {
+                            // Enough to _time the lag: one commit in each tenth of a second.
+                            if (_unconfirmed.Count == 0 || commit.TransactionCommitTimestamp - _unconfirmed.Last().CommittedAt > TimeSpan.FromMilliseconds(100))
+                            {
+                                _unconfirmed.Enqueue((end, commit.TransactionCommitTimestamp));
+                            }
+                        }
+                    }
+
+                    _inTransaction = false;
+                    break;
+            }
+        }
+
+        private Relation? Route(RelationMessage relation)
+        {
+            if (!_feed._catalog.Tables.TryGetValue(relation.RelationName, out var table))
+            {
+                return null; // published, but no view reads it
+            }
+
+            var site = -1;
+            var users = new int[relation.Columns.Count];
+            for (var i = 0; i < relation.Columns.Count; i++)
+            {
+                var name = relation.Columns[i].ColumnName;
+                site = name == table.SiteColumn ? i : site;
+                users[i] = table.UserColumns.IndexOf(name);
+            }
+
+            return new Relation(table, site, users);
+        }
+
+        private async ValueTask AddRowAsync(RelationMessage relationMessage, ReplicationTuple tuple, CancellationToken cancellationToken)
+        {
+            if (_relations.GetValueOrDefault(relationMessage.RelationId) is not { } relation)
+            {
+                return;
+            }
+
+            long? site = null;
+            var count = 0;
+            var column = 0;
+            await foreach (var value in tuple.WithCancellation(cancellationToken))
+            {
+                if (column == relation.SiteColumn)
+                {
+                    site = await ReadIdAsync(value, cancellationToken);
+                }
+                else if (relation.UserColumns[column] >= 0 && await ReadIdAsync(value, cancellationToken) is { } user)
+                {
+                    if (count == _users.Length)
+                    {
+                        Array.Resize(ref _users, count * 2);
+                    }
+
+                    _users[count++] = user;
+                }
+
+                column++;
+            }
+
+            _feed._metrics.Row(relation.Table.Name);
+            if (site is { } siteId)
+            {
+                _changes.AddRow(relation.Table.Name, siteId, _users.AsSpan(0, count));
+            }
+        }
+
+        // Without the old row (a replica identity other than FULL) nobody knows whose row it was: the table changed on every site.
+        private async ValueTask AddWithoutOldRowAsync(RelationMessage relationMessage, ReplicationTuple? tuple, CancellationToken cancellationToken)
+        {
+            if (_relations.GetValueOrDefault(relationMessage.RelationId) is not { } relation)
+            {
+                return;
+            }
+
+            if (!relation.WarnedNoOldRow)
+            {
+                relation.WarnedNoOldRow = true;
+                LogNoOldRow(_feed._logger, relation.Table.Name);
+            }
+
+            if (tuple is not null)
+            {
+                await foreach (var _ in tuple.WithCancellation(cancellationToken))
+                {
+                    // read past the row: tuples are read in order
+                }
+            }
+
+            _feed._metrics.Row(relation.Table.Name);
+            _changes.AddTableOfEverySite(relation.Table.Name);
+        }
+
+        private static async ValueTask<long?> ReadIdAsync(ReplicationValue value, CancellationToken cancellationToken) =>
+            value.IsDBNull || value.IsUnchangedToastedValue
+                ? null
+                : long.Parse(await value.Get<string>(cancellationToken), NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture);
+
+        private async Task StatusLoopAsync()
+        {
+            using var timer = new PeriodicTimer(StatusInterval, _feed._time);
+            var ticks = 0;
+            try
+            {
+                do
+                {
+                    await ConfirmAsync(final: false);
+                    if (ticks++ % StatusesPerSlotQuery == 0)
+                    {
+                        await MeasureSlotAsync();
+                    }
+                }
+                while (await timer.WaitForNextTickAsync(_stopping.Token));
+            }
+            catch (OperationCanceledException)
+            {
+                // the stream ended
+            }
+        }
+
+        /// <summary>Confirms to PostgreSQL the WAL position every silo has received (see <see cref="ChangeDelivery.Confirmable"/>).</summary>
+        public async Task ConfirmAsync(bool final)
+        {
+            await _confirming.WaitAsync();
+            try
+            {
+                var confirmable = Delivery.Confirmable;
+
+                // Between transactions, with everything delivered, the stream's position is safe too (the server's keepalives move
+                // it past WAL of other tables), as long as no message arrived meanwhile: the one the stream may hold back
+                // unread is then at most a Begin, whose transaction ends after that position.
+                var messages = Interlocked.Read(ref _messages);
+                if (!_inTransaction)
+                {
+                    var received = (ulong)_connection.LastReceivedLsn;
+                    if (Delivery.IsIdle && Interlocked.Read(ref _messages) == messages)
+                    {
+                        confirmable = Math.Max(confirmable, received);
+                    }
+                }
+
+                if (confirmable > _confirmed)
+                {
+                    _confirmed = confirmable;
+                    _connection.SetReplicationStatus(new NpgsqlLogSequenceNumber(confirmable));
+                    if (final)
+                    {
+                        await _connection.SendStatusUpdate(CancellationToken.None);
+                    }
+                }
+
+                DateTime? oldest = null;
+                lock (_unconfirmed)
+                {
+                    while (_unconfirmed.TryPeek(out var commit) && commit.Lsn <= _confirmed)
+                    {
+                        _unconfirmed.Dequeue();
+                    }
+
+                    oldest = _unconfirmed.TryPeek(out var first) ? first.CommittedAt : null;
+                }
+
+                _feed._metrics.LagSeconds(oldest is { } at ? _feed._time.GetUtcNow().UtcDateTime - at : TimeSpan.Zero);
+            }
+            catch (Exception e) when (e is InvalidOperationException or NpgsqlException or ObjectDisposedException)
+            {
+                // The stream is ending: the next holder starts from what was confirmed before.
+            }
+            finally
+            {
+                _confirming.Release();
+            }
+        }
+
+        // The slot as PostgreSQL sees it: whether this connection is its reader (so this silo holds it), and the WAL it keeps.
+        private async Task MeasureSlotAsync()
+        {
+            try
+            {
+                var slot = await _feed.SlotStateAsync(_stopping.Token);
+                var held = slot?.ActivePid == _connection.ProcessID;
+                if (held && !_held)
+                {
+                    LogHolding(_feed._logger, _feed._options.SlotName, new NpgsqlLogSequenceNumber(_confirmed));
+                    _feed._metrics.TookOver();
+                }
+
+                _held = held;
+                _feed._metrics.Holding(held);
+                if (held && slot!.LagBytes is { } bytes)
+                {
+                    _feed._metrics.LagBytes(bytes);
+                }
+            }
+            catch (Exception e) when (e is NpgsqlException or InvalidOperationException)
+            {
+                // measured again in a moment
+            }
+        }
+
+        public void Dispose() => _stopping.Dispose();
+    }
+}
