@@ -71,7 +71,8 @@ public sealed class ClusterTests(TestDatabase db, ITestOutputHelper output)
         // The source now says something else: an answer of 12.5 with the old asOf can only come from storage.
         await InsertOrderAsync(site, user, price: 7.5m);
 
-        await using var restarted = await SiloProcess.StartAsync(db.ConnectionString, settings);
+        await using var restarted = new SiloGroup();
+        await restarted.StartAsync(db.ConnectionString, settings, count: 1);
         await using var webAfter = ClientWebHost(settings);
         var after = await GetClientStatsAsync(webAfter, site, user);
         Assert.Equal(before.AsOf, after.AsOf);
@@ -246,7 +247,8 @@ public sealed class ClusterTests(TestDatabase db, ITestOutputHelper output)
         }
 
         // The same web host, never restarted, finds the new silo's gateway and answers again.
-        await using var restarted = await SiloProcess.StartAsync(db.ConnectionString, settings);
+        await using var restarted = new SiloGroup();
+        await restarted.StartAsync(db.ConnectionString, settings, count: 1);
         var http = web.ClientFor(site, "client", user);
         await WaitUntilAsync(async () => (await http.GetAsync("/api/dashboards/client-stats")).StatusCode == HttpStatusCode.OK, "an answer through the restarted silo");
         Assert.Equal(3m, (await GetClientStatsAsync(web, site, user)).Spent);
@@ -292,6 +294,81 @@ public sealed class ClusterTests(TestDatabase db, ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task KillingTheSiloThatStreamsTheSlotUnderWritesHandsTheFeedOverAndLosesNoWrite()
+    {
+        // Each silo exports its metrics on a port of its own, so the survivor's can be read after the kill.
+        var settings = ClusterSettings();
+        var metricsPorts = new[] { StatsCacheFactory.FreePort(), StatsCacheFactory.FreePort() };
+        await using var silos = await StartActiveSilosAsync(settings, [.. metricsPorts.Select(port => new Dictionary<string, string>(settings)
+        {
+            ["Observability:SiloMetricsPort"] = port.ToString(CultureInfo.InvariantCulture),
+        })]);
+        settings["StatsCache:RequestLimit:IsEnabled"] = "false";
+        await using var web = ClientWebHost(settings);
+        var site = await db.NewWebsiteAsync();
+        var clients = new List<long>();
+        for (var i = 0; i < 30; i++)
+        {
+            clients.Add(await db.NewUserAsync(site, "client"));
+        }
+
+        var http = clients.ToDictionary(c => c, c => web.ClientFor(site, "client", c));
+        await Task.WhenAll(clients.Select(c => GetClientStatsAsync(http[c], c))); // every client's grain active, on either silo
+        await WaitUntilAsync(() => Task.FromResult(HolderOf(silos) is not null), "a silo streaming the slot");
+        var holder = HolderOf(silos)!.Value;
+        var survivor = 1 - holder;
+
+        // 200 orders a second over the clients, from four writers; the slot's silo is killed two seconds in.
+        using var stopWriting = new CancellationTokenSource();
+        var written = 0;
+        var writers = Enumerable.Range(0, 4).Select(w => Task.Run(async () =>
+        {
+            using var pace = new PeriodicTimer(TimeSpan.FromMilliseconds(20));
+            for (var n = w; !stopWriting.IsCancellationRequested; n += 4)
+            {
+                await InsertOrderAsync(site, clients[n % clients.Count], price: 1m);
+                Interlocked.Increment(ref written);
+                await pace.WaitForNextTickAsync();
+            }
+        })).ToList();
+        await Task.Delay(TimeSpan.FromSeconds(2));
+        await silos.KillAsync(holder);
+        var killed = Stopwatch.StartNew();
+        await WaitUntilAsync(() => Task.FromResult(silos.OutputOf(survivor).Contains(HoldingMessage, StringComparison.Ordinal)), "the survivor taking the slot");
+        var tookOver = killed.Elapsed;
+        await Task.Delay(TimeSpan.FromSeconds(3));
+        await stopWriting.CancelAsync();
+        await Task.WhenAll(writers);
+
+        // Every write's effect shows: each client's dashboard equals a direct count.
+        var visible = Stopwatch.StartNew();
+        foreach (var client in clients)
+        {
+            var expected = await ScalarAsync<decimal>("select coalesce(sum(price), 0) from orders where client_id = @c", ("c", client));
+            await WaitUntilAsync(async () => (await GetClientStatsAsync(http[client], client)).Spent == expected, $"client {client}'s {expected} visible");
+        }
+
+        // The survivor took over once and routed what was missed, never a refresh of everything.
+        var survivorMetrics = await new HttpClient().GetStringAsync($"http://127.0.0.1:{metricsPorts[survivor]}/metrics");
+        output.WriteLine($"{written} orders written; the survivor took the slot {tookOver.TotalMilliseconds:F0} ms after the kill; " +
+            $"all visible {visible.Elapsed.TotalMilliseconds:F0} ms after the writes stopped");
+        Assert.Equal(1, MetricValue(survivorMetrics, "statscache_changes_takeovers_total"));
+        Assert.Equal(0, MetricValue(survivorMetrics, "statscache_changes_total", "table=\"all\""));
+        Assert.True(tookOver < TimeSpan.FromSeconds(5), $"The survivor took the slot {tookOver.TotalSeconds:F1} s after the kill.");
+    }
+
+    private const string HoldingMessage = "This silo streams replication slot";
+
+    private static int? HolderOf(SiloGroup silos) =>
+        Enumerable.Range(0, 2).Where(i => silos.OutputOf(i).Contains(HoldingMessage, StringComparison.Ordinal)).Select(i => (int?)i).FirstOrDefault();
+
+    // The sum of a Prometheus text metric's samples (whose labels contain the given one), 0 when it has none.
+    private static double MetricValue(string text, string name, string? label = null) => text.Split('\n')
+        .Where(line => line.StartsWith(name, StringComparison.Ordinal) && (line.Length == name.Length || line[name.Length] is '{' or ' '))
+        .Where(line => label is null || line.Contains(label, StringComparison.Ordinal))
+        .Sum(line => double.Parse(line[(line.LastIndexOf(' ') + 1)..], CultureInfo.InvariantCulture));
+
+    [Fact]
     public async Task OrleansSetupIsIdempotentAndHoldsEveryStatementTheProvidersRead()
     {
         // The fixture applied it once already; a second run (and a third, concurrently) must be harmless.
@@ -316,12 +393,13 @@ public sealed class ClusterTests(TestDatabase db, ITestOutputHelper output)
 
     private sealed record ClientStats(string AsOf, decimal Spent, bool Stale);
 
-    /// <summary>AdoNet membership and storage on a cluster of this test's own.</summary>
+    /// <summary>AdoNet membership and storage on a cluster of this test's own, with a replication slot of its own.</summary>
     private static Dictionary<string, string> ClusterSettings() => new()
     {
         ["Orleans:Membership"] = "AdoNet",
         ["Orleans:Storage"] = "AdoNet",
         ["Orleans:ClusterId"] = $"test-{Guid.NewGuid():N}",
+        ["StatsCache:Changes:SlotName"] = ReplicationSlots.NewName(),
     };
 
     private static StatsCacheFactory ClientWebHost(Dictionary<string, string> settings)
@@ -358,12 +436,16 @@ public sealed class ClusterTests(TestDatabase db, ITestOutputHelper output)
             ("w", site), ("c", client), ("p", price));
 
     /// <summary>Starts the silos and waits until the membership table shows them all active.</summary>
-    private async Task<SiloGroup> StartActiveSilosAsync(Dictionary<string, string> settings, int count)
+    private Task<SiloGroup> StartActiveSilosAsync(Dictionary<string, string> settings, int count) =>
+        StartActiveSilosAsync(settings, Enumerable.Repeat(settings, count).ToList());
+
+    private async Task<SiloGroup> StartActiveSilosAsync(Dictionary<string, string> settings, IReadOnlyList<Dictionary<string, string>> silosSettings)
     {
+        var count = silosSettings.Count;
         var silos = new SiloGroup();
         try
         {
-            await silos.StartAsync(db.ConnectionString, settings, count);
+            await silos.StartAsync(db.ConnectionString, silosSettings);
             await WaitUntilAsync(async () => await ActiveSilosAsync(settings["Orleans:ClusterId"]) == count, $"{count} silos active in the membership table");
             return silos;
         }
@@ -410,13 +492,24 @@ public sealed class ClusterTests(TestDatabase db, ITestOutputHelper output)
         }
     }
 
-    /// <summary>Silo processes of one cluster, started together and stopped together.</summary>
+    /// <summary>Silo processes of one cluster, started together and stopped together; their replication slot is dropped at the end.</summary>
     private sealed class SiloGroup : IAsyncDisposable
     {
         private readonly List<SiloProcess> _silos = [];
+        private readonly HashSet<(string ConnectionString, string Slot)> _slots = [];
 
-        public async Task StartAsync(string connectionString, IReadOnlyDictionary<string, string> settings, int count) =>
-            _silos.AddRange(await Task.WhenAll(Enumerable.Range(0, count).Select(_ => SiloProcess.StartAsync(connectionString, settings))));
+        public Task StartAsync(string connectionString, IReadOnlyDictionary<string, string> settings, int count) =>
+            StartAsync(connectionString, Enumerable.Repeat(settings, count).ToList());
+
+        public async Task StartAsync(string connectionString, IReadOnlyList<IReadOnlyDictionary<string, string>> silosSettings)
+        {
+            foreach (var settings in silosSettings)
+            {
+                _slots.Add((connectionString, settings["StatsCache:Changes:SlotName"]));
+            }
+
+            _silos.AddRange(await Task.WhenAll(silosSettings.Select(settings => SiloProcess.StartAsync(connectionString, settings))));
+        }
 
         public Task KillAsync(int index) => _silos[index].KillAsync();
 
@@ -431,6 +524,11 @@ public sealed class ClusterTests(TestDatabase db, ITestOutputHelper output)
             foreach (var silo in _silos)
             {
                 await silo.DisposeAsync();
+            }
+
+            foreach (var (connectionString, slot) in _slots)
+            {
+                await ReplicationSlots.DropAsync(connectionString, slot);
             }
         }
     }

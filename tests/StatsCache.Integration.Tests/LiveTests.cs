@@ -99,7 +99,7 @@ public sealed class LiveTests(TestDatabase db, ITestOutputHelper output)
     {
         var web = StatsCacheFactory.Started([("StatsCache:Changes:IsEnabled", "true"), ("StatsCache:NearCache:WatchDuration", "00:00:02")]);
         await using var _ = web;
-        await ChangeFeedTests.WaitUntilListeningAsync(web, db);
+        await ChangeFeedTests.WaitUntilListeningAsync(web, db.DataSource);
         using var metrics = new MetricsRecorder(web.Services);
         var site = await db.NewWebsiteAsync();
         var client = await db.NewUserAsync(site, "client");
@@ -236,7 +236,7 @@ public sealed class LiveTests(TestDatabase db, ITestOutputHelper output)
     private async Task<StatsCacheFactory> WithChangeFeedAsync()
     {
         var web = StatsCacheFactory.Started([("StatsCache:Changes:IsEnabled", "true")]);
-        await ChangeFeedTests.WaitUntilListeningAsync(web, db);
+        await ChangeFeedTests.WaitUntilListeningAsync(web, db.DataSource);
         return web;
     }
 

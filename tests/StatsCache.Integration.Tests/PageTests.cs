@@ -28,7 +28,7 @@ public sealed class PageTests(TestDatabase db, ITestOutputHelper output) : IAsyn
         _web.UseKestrel(port);
         _web.StartServer();
         _address = $"http://127.0.0.1:{port}";
-        await ChangeFeedTests.WaitUntilListeningAsync(_web, db);
+        await ChangeFeedTests.WaitUntilListeningAsync(_web, db.DataSource);
     }
 
     public async Task DisposeAsync() => await _web.DisposeAsync();

@@ -1,27 +1,43 @@
 using Npgsql;
+using StatsCache.Changes;
 using StatsCache.WebHost.Setup;
 
 namespace StatsCache.Integration.Tests;
 
 /// <summary>
 /// The PostgreSQL that ./test.sh starts, named by <c>ConnectionStrings__Stats</c> as for the service.
-/// The schema is applied once per run; every test makes its own website, so tests stay independent.
+/// The schema is applied once per run (with the change feed's default SQL, for the WAL source); every test makes its
+/// own website, so tests stay independent.
 /// </summary>
 public sealed class TestDatabase : IAsyncLifetime
 {
     public const string ConnectionVariable = "ConnectionStrings__Stats";
 
-    public string ConnectionString { get; } = Environment.GetEnvironmentVariable(ConnectionVariable) is { Length: > 0 } value
-        ? value
-        : throw new InvalidOperationException(
-            $"{ConnectionVariable} is not set. Run ./test.sh, which starts a throwaway PostgreSQL and sets it.");
+    private readonly ChangeFeedSchema? _changes;
+
+    /// <summary>The database of <c>ConnectionStrings__Stats</c> (the only public constructor: an xunit fixture has one).</summary>
+    public TestDatabase()
+        : this(Environment.GetEnvironmentVariable(ConnectionVariable) is { Length: > 0 } value
+            ? value
+            : throw new InvalidOperationException($"{ConnectionVariable} is not set. Run ./test.sh, which starts a throwaway PostgreSQL and sets it."))
+    {
+    }
+
+    /// <summary>Another database, set up with <paramref name="changes"/> (default: the WAL source's SQL).</summary>
+    internal TestDatabase(string connectionString, ChangeFeedSchema? changes = null)
+    {
+        ConnectionString = connectionString;
+        _changes = changes;
+    }
+
+    public string ConnectionString { get; }
 
     public NpgsqlDataSource DataSource { get; private set; } = null!;
 
     public async Task InitializeAsync()
     {
         DataSource = NpgsqlDataSource.Create(ConnectionString);
-        await DatabaseSetup.ApplySchemaAsync(DataSource);
+        await DatabaseSetup.ApplySchemaAsync(DataSource, changes: _changes);
     }
 
     public async Task DisposeAsync() => await DataSource.DisposeAsync();

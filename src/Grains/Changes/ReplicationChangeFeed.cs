@@ -340,21 +340,21 @@ public sealed partial class ReplicationChangeFeed(
                 case RelationMessage relation:
                     _relations[relation.RelationId] = Route(relation);
                     break;
-                case InsertMessage insert:
-                    await AddRowAsync(insert.Relation, insert.NewRow, token);
+                case InsertMessage insert when RouteOf(insert.Relation) is { } route:
+                    await AddRowAsync(route, insert.NewRow, token);
                     break;
-                case FullUpdateMessage update:
-                    await AddRowAsync(update.Relation, update.OldRow, token); // a row moved to another user or site concerns both
-                    await AddRowAsync(update.Relation, update.NewRow, token);
+                case FullUpdateMessage update when RouteOf(update.Relation) is { } route:
+                    await AddRowAsync(route, update.OldRow, token); // a row moved to another user or site concerns both
+                    await AddRowAsync(route, update.NewRow, token);
                     break;
-                case UpdateMessage update:
-                    await AddWithoutOldRowAsync(update.Relation, update.NewRow, token);
+                case UpdateMessage update when RouteOf(update.Relation) is { } route:
+                    await AddWithoutOldRowAsync(route, update.NewRow, token);
                     break;
-                case FullDeleteMessage delete:
-                    await AddRowAsync(delete.Relation, delete.OldRow, token);
+                case FullDeleteMessage delete when RouteOf(delete.Relation) is { } route:
+                    await AddRowAsync(route, delete.OldRow, token);
                     break;
-                case KeyDeleteMessage delete:
-                    await AddWithoutOldRowAsync(delete.Relation, tuple: null, token);
+                case KeyDeleteMessage delete when RouteOf(delete.Relation) is { } route:
+                    await AddWithoutOldRowAsync(route, tuple: null, token);
                     break;
                 case TruncateMessage truncate:
                     foreach (var relation in truncate.Relations)
@@ -427,13 +427,20 @@ public sealed partial class ReplicationChangeFeed(
             return new Relation(table, site, users);
         }
 
-        private async ValueTask AddRowAsync(RelationMessage relationMessage, ReplicationTuple tuple, CancellationToken cancellationToken)
+        // The routing of a row change's table, counting the change; null for a table no view reads.
+        private Relation? RouteOf(RelationMessage relationMessage)
         {
-            if (_relations.GetValueOrDefault(relationMessage.RelationId) is not { } relation)
+            var relation = _relations.GetValueOrDefault(relationMessage.RelationId);
+            if (relation is not null)
             {
-                return;
+                _feed._metrics.Row(relation.Table.Name);
             }
 
+            return relation;
+        }
+
+        private async ValueTask AddRowAsync(Relation relation, ReplicationTuple tuple, CancellationToken cancellationToken)
+        {
             long? site = null;
             var count = 0;
             var column = 0;
@@ -456,7 +463,6 @@ public sealed partial class ReplicationChangeFeed(
                 column++;
             }
 
-            _feed._metrics.Row(relation.Table.Name);
             if (site is { } siteId)
             {
                 _changes.AddRow(relation.Table.Name, siteId, _users.AsSpan(0, count));
@@ -464,13 +470,8 @@ public sealed partial class ReplicationChangeFeed(
         }
 
         // Without the old row (a replica identity other than FULL) nobody knows whose row it was: the table changed on every site.
-        private async ValueTask AddWithoutOldRowAsync(RelationMessage relationMessage, ReplicationTuple? tuple, CancellationToken cancellationToken)
+        private async ValueTask AddWithoutOldRowAsync(Relation relation, ReplicationTuple? tuple, CancellationToken cancellationToken)
         {
-            if (_relations.GetValueOrDefault(relationMessage.RelationId) is not { } relation)
-            {
-                return;
-            }
-
             if (!relation.WarnedNoOldRow)
             {
                 relation.WarnedNoOldRow = true;
@@ -485,7 +486,6 @@ public sealed partial class ReplicationChangeFeed(
                 }
             }
 
-            _feed._metrics.Row(relation.Table.Name);
             _changes.AddTableOfEverySite(relation.Table.Name);
         }
 
