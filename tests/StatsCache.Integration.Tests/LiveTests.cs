@@ -66,8 +66,9 @@ public sealed class LiveTests(TestDatabase db, ITestOutputHelper output)
             admins.Add(await db.NewUserAsync(site, "admin"));
         }
 
-        // The new accounts change admin-overview's numbers too: let their notices pass before anything is watched.
-        await metrics.WaitForAsync("statscache.changes", null, admins.Count + 1);
+        // The new accounts change admin-overview's numbers too: let their changes pass before anything is watched (the
+        // feed delivers in commit order, so they are through once a probe published after them is).
+        await ChangeFeedTests.WaitUntilListeningAsync(web, db.DataSource);
         var streams = new List<EventStream>();
         foreach (var admin in admins)
         {

@@ -38,7 +38,7 @@ public sealed class ChangeFeedOptions
     [Range(typeof(TimeSpan), "00:00:00.100", "00:01:00")]
     public TimeSpan SlotRetryDuration { get; set; } = TimeSpan.FromSeconds(1);
 
-    /// <summary>The longest wait between attempts to reconnect a lost connection.</summary>
+    /// <summary>The longest wait between attempts to reconnect a lost connection: how late, at most, the feed resumes after the database is back.</summary>
     [Range(typeof(TimeSpan), "00:00:00.100", "00:05:00")]
-    public TimeSpan ReconnectMaxDuration { get; set; } = TimeSpan.FromSeconds(30);
+    public TimeSpan ReconnectMaxDuration { get; set; } = TimeSpan.FromSeconds(5);
 }
