@@ -503,7 +503,9 @@ public sealed partial class ReplicationChangeFeed(
                 do
                 {
                     await ConfirmAsync(final: false);
-                    if (ticks++ % StatusesPerSlotQuery == 0)
+
+                    // Every tick until the stream is seen holding the slot (a takeover is reported at once), then now and then.
+                    if (!_held || ++ticks % StatusesPerSlotQuery == 0)
                     {
                         await MeasureSlotAsync();
                     }
