@@ -113,6 +113,23 @@ public sealed class ReplicationFaultTests(ITestOutputHelper output)
         await web.DisposeAsync();
     }
 
+    [Fact]
+    public async Task ACatalogRoutingByAColumnTheTableLacksStopsStartUpNamingIt()
+    {
+        using var catalog = TestCatalog.WithTables(
+            """{ "orders": { "site": "website_id", "users": ["buyer_id"] } }""",
+            TestCatalog.View("buyer-orders", TimeSpan.FromMinutes(5), "summary", "row", "select count(*) from orders where website_id = @site_id",
+                reads: new Dictionary<string, string> { ["orders"] = "user" }));
+        var web = new StatsCacheFactory();
+        web.Settings["StatsCache:CatalogPath"] = catalog.Path;
+        web.Settings["StatsCache:Changes:IsEnabled"] = "true";
+
+        var error = Assert.ThrowsAny<Exception>(() => web.Services);
+        output.WriteLine(error.Message);
+        Assert.Contains("orders.buyer_id does not exist", error.Message);
+        await web.DisposeAsync();
+    }
+
     private static async Task<ThrowawayPostgres> StartPostgresAsync(params string[] settings)
     {
         var pg = new ThrowawayPostgres(settings);

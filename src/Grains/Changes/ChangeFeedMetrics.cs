@@ -21,7 +21,7 @@ public sealed class ChangeFeedMetrics
     {
         var meter = meterFactory.Create(DashboardMetrics.MeterName);
         _rows = meter.CreateCounter<long>("statscache.changes.rows", "{row}", "Row changes the change feed decoded from the WAL, by table.");
-        _transactions = meter.CreateCounter<long>("statscache.changes.transactions", "{transaction}", "Committed transactions with changes the feed decoded from the WAL.");
+        _transactions = meter.CreateCounter<long>("statscache.changes.transactions", "{transaction}", "Committed transactions the feed received from the WAL (each wrote to a published table).");
         _takeovers = meter.CreateCounter<long>("statscache.changes.takeovers", "{takeover}", "Times this silo took the replication slot (at start, or after its holder died).");
         _slotInvalidations = meter.CreateCounter<long>(
             "statscache.changes.slot.invalidations", "{slot}", "Replication slots PostgreSQL had invalidated (WAL removed past max_slot_wal_keep_size), recreated with a refresh of every entry.");
