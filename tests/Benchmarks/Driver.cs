@@ -230,6 +230,16 @@ public sealed partial class BenchRun : IAsyncDisposable
             await _processes[i].DisposeAsync();
         }
 
+        try
+        {
+            await DropSlotsAsync();
+        }
+        catch (Exception e) when (e is NpgsqlException or InvalidOperationException)
+        {
+            // The run's PostgreSQL is thrown away next; a failure here must not hide the run's own.
+            Console.Error.WriteLine($"Could not drop the run's replication slots: {e.Message}");
+        }
+
         await _db.DisposeAsync();
     }
 }
