@@ -3,25 +3,27 @@
 # client-mode web hosts) against no cache, FusionCache and a bare authenticated endpoint; and issue 7's
 # fresh: write-to-visible latency and source loads under a steady write load, change feed on and off; issue 11's
 # abuse: one caller refreshing or cycling a parameter next to 1,000 well-behaved callers; issue 15's live: 10,000 open
-# live streams while orders are written.
-#   ./bench.sh [hit|stampede|refresh|source|abuse|fresh|live]... [--json FILE]     (all seven when none is named)
+# live streams while orders are written; writecost: the platform's own write throughput (pgbench) with StatsCache
+# attached (Notify triggers; Replication slot) as a ratio of detached, the configurations taking turns.
+#   ./bench.sh [hit|stampede|refresh|source|abuse|fresh|live|writecost]... [--json FILE]     (all eight when none is named)
 # Builds Release, starts a throwaway PostgreSQL with pg_stat_statements, generates 1,000,000 orders over
 # 20 sites (BENCH_ORDERS, BENCH_SITES, BENCH_USERS change that), runs tests/Benchmarks' driver, prints the
 # table (goal / measured / met) and stops everything it started. Speed is reported, never asserted.
 # Knobs: BENCH_HIT_SECONDS (10), BENCH_HIT_ROUNDS (5), BENCH_REFRESH_ENTRIES (100000), BENCH_REFRESH_TTL_SECONDS (10),
 # BENCH_FRESH_SECONDS (30), BENCH_FRESH_WRITES_PER_SECOND (200), BENCH_FRESH_CLIENTS (1000),
 # BENCH_FRESH_READERS (all the clients), BENCH_FRESH_PROBES_PER_SECOND (5), BENCH_ABUSE_SECONDS (10),
-# BENCH_LIVE_STREAMS (10000; live writes with fresh's rate, seconds and clients).
+# BENCH_LIVE_STREAMS (10000; live writes with fresh's rate, seconds and clients), BENCH_WRITECOST_SECONDS (5, per pgbench
+# run; 18 runs a round), BENCH_WRITECOST_ROUNDS (3).
 set -euo pipefail
 cd "$(dirname "$0")"
 source deploy/scripts/postgres.sh
 
-usage() { echo "usage: ./bench.sh [hit|stampede|refresh|source|abuse|fresh|live]... [--json FILE]" >&2; }
+usage() { echo "usage: ./bench.sh [hit|stampede|refresh|source|abuse|fresh|live|writecost]... [--json FILE]" >&2; }
 scenarios=()
 json=()
 while [ $# -gt 0 ]; do
   case "$1" in
-    hit|stampede|refresh|source|abuse|fresh|live) scenarios+=("$1") ;;
+    hit|stampede|refresh|source|abuse|fresh|live|writecost) scenarios+=("$1") ;;
     --json) [ $# -ge 2 ] || { usage; exit 2; }; json=(--json "$(realpath -m "$2")"); shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage; exit 2 ;;
@@ -32,6 +34,8 @@ done
 started=$SECONDS
 ensure_packages wrk:wrk
 pg_ensure_installed
+# writecost's load generator: PostgreSQL's own pgbench, of the server's version (Debian ships it in postgresql-NN).
+ensure_packages "$PGBIN/pgbench:postgresql-$(basename "$(dirname "$PGBIN")")"
 
 work="$(mktemp -d /tmp/statscache-bench.XXXXXX)"
 pg_data="$work/postgres"
