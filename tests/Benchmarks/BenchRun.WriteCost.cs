@@ -112,12 +112,16 @@ public sealed partial class BenchRun
         // order's update would concern them far more often than 5 in 700), these have a typical share.
         var cachedClients = Clients.GroupBy(c => c.SiteId).SelectMany(g => Enumerable.Range(0, 5).Select(i => g.ElementAt(g.Count() * (2 * i + 1) / 10))).ToList();
         var cachedAdmin = await AdminOfSiteAsync(1);
-        Console.WriteLine($"   {_env.WriteCostRounds} rounds of detached, Notify, Replication; pgbench {seconds} s per run: inserts and the mix at "
+        Console.WriteLine($"   {_env.WriteCostRounds} rounds of detached, Notify, Replication, commits durable; pgbench {seconds} s per run: inserts and the mix at "
             + $"{string.Join(", ", WriteCostConnections)} connections over {layout.Sites} sites' clients; attached hosts hold {cachedClients.Count} "
             + $"clients' {Driver.HitView} and site 1's admin's {AdminView}");
 
         var turns = new List<WriteCostTurn>();
         var started = Stopwatch.StartNew();
+        // The platform's server commits durably (PostgreSQL's defaults): a commit waits for its WAL's flush, which the
+        // Notify source's commit lock serializes, and the WAL sender hears of each commit as it is flushed. The rest of
+        // the benchmark runs without (a throwaway server); its settings are put back after.
+        var throwaway = await SetServerSettingsAsync(DurabilitySettings.ToDictionary(name => name, _ => "on"));
         try
         {
             for (var round = 1; round <= _env.WriteCostRounds; round++)
@@ -149,6 +153,7 @@ public sealed partial class BenchRun
             // Leave the database as bench.sh set it up: the default source's publication, no slot, none of these rows.
             await SwitchDatabaseAsync(Attachment.Detached, slot, baseline, _ => { });
             await DatabaseSetup.ApplySchemaAsync(_db, null, new ChangeFeedSchema(Catalog, new ChangeFeedOptions()));
+            await SetServerSettingsAsync(throwaway);
         }
 
         AddWriteCostRows(turns, started.Elapsed.TotalSeconds);
@@ -187,6 +192,64 @@ public sealed partial class BenchRun
         {
             await DatabaseSetup.ApplySchemaAsync(_db, null, schema);
             lap("apply");
+        }
+    }
+
+    private static readonly string[] DurabilitySettings = ["fsync", "synchronous_commit", "full_page_writes"];
+
+    /// <summary>
+    /// Sets server settings (ALTER SYSTEM, then a reload) and waits until a connection sees them; returns their values before.
+    /// bench.sh gives the server its settings in postgresql.auto.conf: one given on the command line no reload can change.
+    /// </summary>
+    private async Task<Dictionary<string, string>> SetServerSettingsAsync(IReadOnlyDictionary<string, string> settings)
+    {
+        var before = new Dictionary<string, string>();
+        await using (var read = _db.CreateCommand("select name, setting, source from pg_settings where name = any(@names)"))
+        {
+            read.Parameters.AddWithValue("names", settings.Keys.ToArray());
+            await using var reader = await read.ExecuteReaderAsync();
+            while (await reader.ReadAsync())
+            {
+                if (reader.GetString(2) == "command line")
+                {
+                    throw new InvalidOperationException($"PostgreSQL has {reader.GetString(0)} from its command line, where no reload changes it: start it as bench.sh does.");
+                }
+
+                before[reader.GetString(0)] = reader.GetString(1);
+            }
+        }
+
+        foreach (var (name, value) in settings)
+        {
+            // Names from DurabilitySettings, values 'on' or 'off' (or what pg_settings said): nothing to quote.
+            await using var alter = _db.CreateCommand($"alter system set {name} = '{value}'");
+            await alter.ExecuteNonQueryAsync();
+        }
+
+        await using (var reload = _db.CreateCommand("select pg_reload_conf()"))
+        {
+            await reload.ExecuteNonQueryAsync();
+        }
+
+        var deadline = Stopwatch.StartNew();
+        while (true)
+        {
+            await using var connection = await _db.OpenConnectionAsync();
+            await using var command = new NpgsqlCommand(
+                "select count(*) from pg_settings s join unnest(@names, @values) as w(name, setting) using (name) where s.setting <> w.setting", connection);
+            command.Parameters.AddWithValue("names", settings.Keys.ToArray());
+            command.Parameters.AddWithValue("values", settings.Values.ToArray());
+            if ((long)(await command.ExecuteScalarAsync())! == 0)
+            {
+                return before;
+            }
+
+            if (deadline.Elapsed > TimeSpan.FromSeconds(10))
+            {
+                throw new InvalidOperationException($"PostgreSQL did not take {string.Join(", ", settings.Select(s => $"{s.Key}={s.Value}"))} within 10 s of a reload.");
+            }
+
+            await Task.Delay(TimeSpan.FromMilliseconds(100));
         }
     }
 
@@ -669,6 +732,7 @@ public sealed partial class BenchRun
             ["pgbenchSeconds"] = _env.WriteCostSeconds,
             ["seconds"] = Math.Round(seconds),
             ["bulkUpdate"] = BulkUpdateSql,
+            ["serverSettings"] = string.Join(", ", DurabilitySettings.Select(name => $"{name}=on")),
             ["turns"] = new JsonArray([.. turns.Select(t => (JsonNode)new JsonObject
             {
                 ["round"] = t.Round,
