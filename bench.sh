@@ -13,7 +13,8 @@
 # BENCH_FRESH_SECONDS (30), BENCH_FRESH_WRITES_PER_SECOND (200), BENCH_FRESH_CLIENTS (1000),
 # BENCH_FRESH_READERS (all the clients), BENCH_FRESH_PROBES_PER_SECOND (5), BENCH_ABUSE_SECONDS (10),
 # BENCH_LIVE_STREAMS (10000; live writes with fresh's rate, seconds and clients), BENCH_WRITECOST_SECONDS (5, per pgbench
-# run; 18 runs a round), BENCH_WRITECOST_ROUNDS (3).
+# run; 18 runs a round), BENCH_WRITECOST_ROUNDS (3), BENCH_WRITECOST_RECVLOGICAL (0; 1 adds a configuration whose slot
+# pg_recvlogical streams to /dev/null: the WAL sender's cost without StatsCache's process).
 set -euo pipefail
 cd "$(dirname "$0")"
 source deploy/scripts/postgres.sh

@@ -118,7 +118,7 @@ public sealed partial class BenchRun
         var adminTokens = admins.Select(TokenFor).ToList();
         if (host.Slot is { } slot)
         {
-            await WaitForSlotStreamedAsync(host, slot);
+            await WaitForSlotStreamedAsync(host.Process, slot);
         }
 
         // The open dashboards are read once first, so their entries exist before the writes, as on a live site.

@@ -191,12 +191,13 @@ public sealed partial class BenchRun
             : null;
 
     /// <summary>
-    /// Waits until <paramref name="slot"/> exists and a WAL sender streams it (pg_replication_slots.active): a host is ready
-    /// (readyz) before its silo has taken the slot, and writes before that would be missed by a slot created after them.
+    /// Waits until <paramref name="slot"/> exists and a WAL sender streams it (pg_replication_slots.active), failing early if
+    /// <paramref name="consumer"/> exits: a host is ready (readyz) before its silo has taken the slot, and writes before that
+    /// would be missed by a slot created after them.
     /// </summary>
-    public async Task WaitForSlotStreamedAsync(HttpHost host, string slot)
+    public async Task WaitForSlotStreamedAsync(ChildProcess consumer, string slot)
     {
-        await host.Process.WaitUntilAsync(async () =>
+        await consumer.WaitUntilAsync(async () =>
         {
             await using var command = _db.CreateCommand("select coalesce(bool_or(active), false) from pg_replication_slots where slot_name = @slot");
             command.Parameters.AddWithValue("slot", slot);

@@ -44,7 +44,7 @@ public sealed partial class BenchRun
         {
             if (host.Slot is { } slot)
             {
-                await WaitForSlotStreamedAsync(host, slot);
+                await WaitForSlotStreamedAsync(host.Process, slot);
             }
 
             // The entries exist first (as on a live site): the memory measured is the streams'.

@@ -39,6 +39,9 @@ public sealed partial class BenchRun
 
         /// <summary>The publication (replica identity FULL), and a co-hosted host streaming its slot.</summary>
         Replication,
+
+        /// <summary>As <see cref="Replication"/>, but the slot streamed by pg_recvlogical to /dev/null (BENCH_WRITECOST_RECVLOGICAL=1).</summary>
+        RecvLogical,
     }
 
     /// <summary>Where the demo data puts each site's clients: user (site − 1) × <c>UsersPerSite</c> + <c>FirstClient</c>..<c>LastClient</c>.</summary>
@@ -70,7 +73,7 @@ public sealed partial class BenchRun
         /// <summary>Calls of the statements other than this scenario's, by label (a view's load is named by its marker).</summary>
         public Dictionary<string, long> Statements { get; } = [];
 
-        /// <summary>CPU seconds during the pgbench runs: the feed's server process (LISTEN backend or WAL sender), the StatsCache host.</summary>
+        /// <summary>CPU seconds during the pgbench runs: the feed's server process (LISTEN backend or WAL sender), its consumer (the host, or pg_recvlogical).</summary>
         public double? FeedServerCpuSeconds { get; set; }
 
         public double? HostCpuSeconds { get; set; }
@@ -112,10 +115,13 @@ public sealed partial class BenchRun
         // order's update would concern them far more often than 5 in 700), these have a typical share.
         var cachedClients = Clients.GroupBy(c => c.SiteId).SelectMany(g => Enumerable.Range(0, 5).Select(i => g.ElementAt(g.Count() * (2 * i + 1) / 10))).ToList();
         var cachedAdmin = await AdminOfSiteAsync(1);
-        Console.WriteLine($"   {_env.WriteCostRounds} rounds of detached, Notify, Replication, commits durable; pgbench {seconds} s per run: inserts and the mix at "
+        Console.WriteLine($"   {_env.WriteCostRounds} rounds of detached, Notify, Replication{(_env.WriteCostRecvLogical ? ", pg_recvlogical" : "")}, commits durable; pgbench {seconds} s per run: inserts and the mix at "
             + $"{string.Join(", ", WriteCostConnections)} connections over {layout.Sites} sites' clients; attached hosts hold {cachedClients.Count} "
             + $"clients' {Driver.HitView} and site 1's admin's {AdminView}");
 
+        Attachment[] attachments = _env.WriteCostRecvLogical
+            ? [Attachment.Detached, Attachment.Notify, Attachment.Replication, Attachment.RecvLogical]
+            : [Attachment.Detached, Attachment.Notify, Attachment.Replication];
         var turns = new List<WriteCostTurn>();
         var started = Stopwatch.StartNew();
         // The platform's server commits durably (PostgreSQL's defaults): a commit waits for its WAL's flush, which the
@@ -126,7 +132,7 @@ public sealed partial class BenchRun
         {
             for (var round = 1; round <= _env.WriteCostRounds; round++)
             {
-                foreach (var attachment in Enum.GetValues<Attachment>())
+                foreach (var attachment in attachments)
                 {
                     var turn = new WriteCostTurn(attachment, round);
                     await SwitchDatabaseAsync(attachment, slot, baseline, turn.Lap);
@@ -141,7 +147,7 @@ public sealed partial class BenchRun
                     }
 
                     turns.Add(turn);
-                    Console.WriteLine($"   round {round}, {attachment}: " + string.Join(", ", turn.Tps.Select(t => $"{t.Key} {t.Value:N0}"))
+                    Console.WriteLine($"   round {round}, {Name(attachment)}: " + string.Join(", ", turn.Tps.Select(t => $"{t.Key} {t.Value:N0}"))
                         + $"; bulk {turn.BulkRows:N0} rows {turn.BulkSeconds:F2} s"
                         + (turn.RetainedAtEnd is { } retained ? $"; retained {Bytes(retained)}" : "")
                         + $" (seconds: {string.Join(", ", turn.Phases.Select(p => $"{p.Key} {p.Value:F1}"))})");
@@ -274,20 +280,22 @@ public sealed partial class BenchRun
         WriteCostTurn turn, string pgbench, string insertScript, string mixScript, ClientLayout layout, long baseline, string slot,
         List<Caller> cachedClients, Caller cachedAdmin)
     {
+        SlotFor("writecost"); // remembered again for StopAllHostsAsync to drop (it forgets the slots it dropped)
         HttpHost? host = null;
+        ChildProcess? consumer = null; // the process reading the change feed: the host, or pg_recvlogical
         int? feedPid = null;
-        if (turn.Attachment != Attachment.Detached)
+        var streams = turn.Attachment is Attachment.Replication or Attachment.RecvLogical;
+        if (turn.Attachment is Attachment.Notify or Attachment.Replication)
         {
             host = await StartCoHostedAsync($"writecost-{turn.Attachment.ToString().ToLowerInvariant()}-{turn.Round}", new Dictionary<string, string>
             {
                 ["StatsCache__Changes__Source"] = turn.Attachment.ToString(),
-                [SlotNameKey] = SlotFor("writecost"), // remembered again: stopping the hosts drops it (and forgets it)
+                [SlotNameKey] = slot,
                 // The feed's own account of itself: the slot created, held, lost.
                 ["Logging__LogLevel__StatsCache.Changes"] = "Information",
             });
-            feedPid = turn.Attachment == Attachment.Replication
-                ? await SlotReaderAsync(host, slot)
-                : await ListenerAsync(host);
+            consumer = host.Process;
+            feedPid = streams ? await SlotReaderAsync(consumer, slot) : await ListenerAsync(consumer);
 
             // A few entries cached, as on a live site: the feed routes real invalidations, while most writes concern users with nothing cached.
             foreach (var client in cachedClients)
@@ -297,6 +305,12 @@ public sealed partial class BenchRun
 
             await ReadAsAsync(host, $"/api/dashboards/{AdminView}", cachedAdmin);
             turn.Lap("host");
+        }
+        else if (turn.Attachment == Attachment.RecvLogical)
+        {
+            consumer = StartRecvLogical(slot, turn.Round);
+            feedPid = await SlotReaderAsync(consumer, slot);
+            turn.Lap("pg_recvlogical");
         }
 
         await ResetDatabaseLoadsAsync();
@@ -310,15 +324,15 @@ public sealed partial class BenchRun
         }
 
         turn.BulkSeconds = bulk.Elapsed.TotalSeconds;
-        if (turn.Attachment == Attachment.Replication)
+        if (streams)
         {
             // The writes below measure the steady state, not the consumer still decoding the bulk update beside them.
-            turn.BulkCaughtUpSeconds = (await SlotCatchUpAsync(host!, slot)).CaughtUpSeconds;
+            turn.BulkCaughtUpSeconds = (await SlotCatchUpAsync(consumer!, slot)).CaughtUpSeconds;
         }
 
         turn.Lap("bulk");
         var feedCpu = CpuSeconds(feedPid);
-        var hostCpu = CpuSeconds(host?.Process.Id);
+        var consumerCpu = CpuSeconds(consumer?.Id);
         foreach (var workload in WriteCostWorkloads)
         {
             foreach (var connections in WriteCostConnections)
@@ -335,10 +349,10 @@ public sealed partial class BenchRun
                     ["mix_from"] = (await MaxOrderIdAsync()).ToString(Inv),
                 };
                 turn.Tps[key] = await PgbenchAsync(pgbench, workload == "insert" ? insertScript : mixScript, connections, _env.WriteCostSeconds, variables);
-                if (turn.Attachment == Attachment.Replication)
+                if (streams)
                 {
                     // As the run ends, then caught up before the next, so a lagging consumer does not take the next run's cores.
-                    var (retained, caughtUp) = await SlotCatchUpAsync(host!, slot);
+                    var (retained, caughtUp) = await SlotCatchUpAsync(consumer!, slot);
                     turn.Retained[key] = (retained, caughtUp);
                     turn.RetainedAtEnd = retained;
                 }
@@ -347,21 +361,21 @@ public sealed partial class BenchRun
 
         turn.Lap("pgbench");
         turn.FeedServerCpuSeconds = CpuSeconds(feedPid) - feedCpu;
-        turn.HostCpuSeconds = CpuSeconds(host?.Process.Id) - hostCpu;
+        turn.HostCpuSeconds = CpuSeconds(consumer?.Id) - consumerCpu;
         await ReadStatementsAsync(turn);
-        if (turn.Attachment == Attachment.Replication)
+        if (streams)
         {
             // The same WAL sender from the start to the end, or the consumer lost the slot (or its connection) meanwhile.
-            var reader = await SlotReaderAsync(host!, slot);
+            var reader = await SlotReaderAsync(consumer!, slot);
             if (reader != feedPid)
             {
-                Console.WriteLine($"   the WAL sender of slot {slot} changed during the turn (pid {feedPid} → {reader}); see {host!.Process.LogPath}");
+                Console.WriteLine($"   the WAL sender of slot {slot} changed during the turn (pid {feedPid} → {reader}); see {consumer!.LogPath}");
             }
 
             turn.Extra["slot"] = await SlotStatusAsync(slot);
             turn.Extra["replication"] = await RowAsJsonAsync(
-                "select state, pg_wal_lsn_diff(sent_lsn, flush_lsn)::bigint as sent_not_flushed, write_lag::text, flush_lag::text "
-                + "from pg_stat_replication where application_name = @name", NotifyChangeFeed.ApplicationName);
+                "select application_name, state, pg_wal_lsn_diff(sent_lsn, flush_lsn)::bigint as sent_not_flushed, write_lag::text, flush_lag::text "
+                + "from pg_stat_replication where pid = @name::int", feedPid?.ToString(Inv));
         }
         else if (turn.Attachment == Attachment.Notify)
         {
@@ -374,6 +388,31 @@ public sealed partial class BenchRun
         }
 
         turn.Lap("statistics");
+    }
+
+    /// <summary>
+    /// PostgreSQL's own logical replication client streaming <paramref name="slot"/> (created if missing) to /dev/null, confirming
+    /// every second: what the WAL sender costs the database with a consumer that costs next to nothing, beside StatsCache's.
+    /// </summary>
+    private ChildProcess StartRecvLogical(string slot, int round)
+    {
+        var connection = new NpgsqlConnectionStringBuilder(_env.ConnectionString);
+        var program = Environment.GetEnvironmentVariable("PGBIN") is { Length: > 0 } bin && File.Exists(Path.Combine(bin, "pg_recvlogical"))
+            ? Path.Combine(bin, "pg_recvlogical")
+            : "pg_recvlogical";
+        var environment = new Dictionary<string, string>();
+        if (connection.Password is { Length: > 0 } password)
+        {
+            environment["PGPASSWORD"] = password;
+        }
+
+        return Track(ChildProcess.StartProgram($"writecost-pg_recvlogical-{round}", program,
+        [
+            "-h", connection.Host ?? "127.0.0.1", "-p", connection.Port.ToString(Inv), "-U", connection.Username ?? "postgres",
+            "-d", connection.Database ?? "postgres", "-S", slot, "--create-slot", "--if-not-exists", "-P", "pgoutput",
+            "--start", "-o", "proto_version=1", "-o", $"publication_names={new ChangeFeedOptions().PublicationName}",
+            "-f", "/dev/null", "-F", "0", "-s", "1",
+        ], environment, _env.WorkFolder, _env.WorkFolder));
     }
 
     // ---------------------------------------------------------------- pgbench
@@ -501,19 +540,19 @@ public sealed partial class BenchRun
     // ---------------------------------------------------------------- the feed's side
 
     /// <summary>Waits until the host's silo streams <paramref name="slot"/>; the WAL sender's process id.</summary>
-    private async Task<int?> SlotReaderAsync(HttpHost host, string slot)
+    private async Task<int?> SlotReaderAsync(ChildProcess consumer, string slot)
     {
-        await WaitForSlotStreamedAsync(host, slot);
+        await WaitForSlotStreamedAsync(consumer, slot);
         await using var command = _db.CreateCommand($"{WriteCostMarker} select active_pid from pg_replication_slots where slot_name = @slot");
         command.Parameters.AddWithValue("slot", slot);
         return await command.ExecuteScalarAsync() as int?;
     }
 
     /// <summary>Waits until the host's silo has its LISTEN connection open; that backend's process id.</summary>
-    private async Task<int?> ListenerAsync(HttpHost host)
+    private async Task<int?> ListenerAsync(ChildProcess host)
     {
         int? pid = null;
-        await host.Process.WaitUntilAsync(async () =>
+        await host.WaitUntilAsync(async () =>
         {
             await using var command = _db.CreateCommand(
                 $"{WriteCostMarker} select pid from pg_stat_activity where application_name = @name and backend_type = 'client backend' "
@@ -529,7 +568,7 @@ public sealed partial class BenchRun
     /// The WAL <paramref name="slot"/> retains now (pg_current_wal_lsn() − confirmed_flush_lsn), then the seconds until the
     /// consumer confirmed everything written until now (null if not within <see cref="CatchUpWithin"/>, or if it stopped streaming).
     /// </summary>
-    private async Task<(long Retained, double? CaughtUpSeconds)> SlotCatchUpAsync(HttpHost host, string slot)
+    private async Task<(long Retained, double? CaughtUpSeconds)> SlotCatchUpAsync(ChildProcess consumer, string slot)
     {
         await using var command = _db.CreateCommand(
             $"{WriteCostMarker} select pg_current_wal_lsn()::text, pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint, active "
@@ -541,7 +580,7 @@ public sealed partial class BenchRun
         {
             if (!await reader.ReadAsync() || !reader.GetBoolean(2))
             {
-                Console.WriteLine($"   slot {slot} is {(reader.HasRows ? "not streamed" : "gone")}; see {host.Process.LogPath}");
+                Console.WriteLine($"   slot {slot} is {(reader.HasRows ? "not streamed" : "gone")}; see {consumer.LogPath}");
                 return (reader.HasRows ? reader.GetInt64(1) : -1, null);
             }
 
@@ -563,7 +602,7 @@ public sealed partial class BenchRun
             await Task.Delay(TimeSpan.FromMilliseconds(50));
         }
 
-        Console.WriteLine($"   slot {slot} did not confirm {Bytes(retained)} within {CatchUpWithin.TotalSeconds:F0} s; see {host.Process.LogPath}");
+        Console.WriteLine($"   slot {slot} did not confirm {Bytes(retained)} within {CatchUpWithin.TotalSeconds:F0} s; see {consumer.LogPath}");
         return (retained, null);
     }
 
@@ -607,9 +646,10 @@ public sealed partial class BenchRun
         while (await reader.ReadAsync())
         {
             var query = reader.GetString(0);
-            if (query.Contains("pg_stat_statements", StringComparison.Ordinal))
+            if (query.Contains("pg_stat_statements", StringComparison.Ordinal) || query == "DISCARD ALL")
             {
-                continue; // this very query
+                // This very query; Npgsql's reset of a pooled connection, sent with the next statement (the driver's polls make most of them).
+                continue;
             }
 
             // A view's load runs each of its queries once: its first query's calls are its loads (as DatabaseLoadsAsync counts them).
@@ -678,6 +718,11 @@ public sealed partial class BenchRun
                 : double.NaN;
         var (detached, notify, replication) = (Attachment.Detached, Attachment.Notify, Attachment.Replication);
 
+        // With BENCH_WRITECOST_RECVLOGICAL=1, the slot drained by pg_recvlogical stands beside Replication in each row.
+        var drained = turns.Any(t => t.Attachment == Attachment.RecvLogical);
+        string Drained(Func<double> value, string format) =>
+            drained ? $" (pg_recvlogical: {value().ToString(format, Inv)})" : "";
+
         foreach (var workload in WriteCostWorkloads)
         {
             foreach (var connections in WriteCostConnections)
@@ -685,22 +730,26 @@ public sealed partial class BenchRun
                 var key = $"{workload}/{connections}";
                 var name = $"{(workload == "insert" ? "inserts" : "mix")}, {connections} connection{(connections > 1 ? "s" : "")}";
                 var (d, n, r) = (Median(detached, t => t.Tps[key]), Median(notify, t => t.Tps[key]), Median(replication, t => t.Tps[key]));
-                _report.Add(new ReportRow("writecost", $"{name}: tps detached / Notify / Replication", "—", $"{d:N0} / {n:N0} / {r:N0}", null, d));
+                var p = Median(Attachment.RecvLogical, t => t.Tps[key]);
+                _report.Add(new ReportRow("writecost", $"{name}: tps detached / Notify / Replication", "—",
+                    $"{d:N0} / {n:N0} / {r:N0}{Drained(() => p, "N0")}", null, d));
                 _report.Add(new ReportRow("writecost", $"{name}: Notify / detached", "—", $"{n / d:F2}", null, n / d));
                 var goal = connections >= 16;
                 _report.Add(new ReportRow("writecost", $"{name}: Replication / detached", goal ? $"≥ {WriteCostTpsGoal}" : "—",
-                    $"{r / d:F2}", goal ? r / d >= WriteCostTpsGoal : null, r / d));
+                    $"{r / d:F2}{Drained(() => p / d, "F2")}", goal ? r / d >= WriteCostTpsGoal : null, r / d));
             }
         }
 
         var rows = turns.Select(t => t.BulkRows).Distinct().ToList();
         var (bd, bn, br) = (Median(detached, t => t.BulkSeconds), Median(notify, t => t.BulkSeconds), Median(replication, t => t.BulkSeconds));
+        var bp = Median(Attachment.RecvLogical, t => t.BulkSeconds);
         var bulk = $"bulk update ({string.Join(" / ", rows.Select(n => n.ToString("N0", Inv)))} rows of sites 1 and 2)";
-        _report.Add(new ReportRow("writecost", $"{bulk}: seconds detached / Notify / Replication", "—", $"{bd:F2} / {bn:F2} / {br:F2} s", null, bd));
+        _report.Add(new ReportRow("writecost", $"{bulk}: seconds detached / Notify / Replication", "—",
+            $"{bd:F2} / {bn:F2} / {br:F2} s{Drained(() => bp, "F2")}", null, bd));
         _report.Add(new ReportRow("writecost", "bulk update: Notify / detached (time)", "—", $"{bn / bd:F2}", null, bn / bd));
         var caughtUp = turns.Where(t => t.Attachment == replication).Select(t => t.BulkCaughtUpSeconds).ToList();
         _report.Add(new ReportRow("writecost", "bulk update: Replication / detached (time)", $"≤ {WriteCostBulkGoal}",
-            $"{br / bd:F2}; the slot confirmed it {string.Join(", ", caughtUp.Select(s => s is { } v ? $"{v:F1}" : "—"))} s after its commit",
+            $"{br / bd:F2}{Drained(() => bp / bd, "F2")}; the slot confirmed it {string.Join(", ", caughtUp.Select(s => s is { } v ? $"{v:F1}" : "—"))} s after its commit",
             br / bd <= WriteCostBulkGoal, br / bd));
 
         var replicationTurns = turns.Where(t => t.Attachment == replication).ToList();
@@ -711,20 +760,20 @@ public sealed partial class BenchRun
             + $"confirmed within {(double.IsFinite(slowest) ? $"{slowest:F1} s" : $"> {CatchUpWithin.TotalSeconds:F0} s")} after each run",
             null, replicationTurns.Select(t => (double?)t.RetainedAtEnd).Max()));
 
-        foreach (var attachment in Enum.GetValues<Attachment>())
+        foreach (var attachment in turns.Select(t => t.Attachment).Distinct())
         {
             var own = turns.Where(t => t.Attachment == attachment).ToList();
             var top = own.SelectMany(t => t.Statements.Keys).Distinct()
                 .Select(label => (Label: label, Calls: Percentile([.. own.Select(t => (double)t.Statements.GetValueOrDefault(label))], 50)))
                 .Where(s => s.Calls > 0).OrderByDescending(s => s.Calls).Take(4).ToList();
-            _report.Add(new ReportRow("writecost", $"{attachment}: statements besides pgbench's, calls per round (median)", "—",
+            _report.Add(new ReportRow("writecost", $"{Name(attachment)}: statements besides pgbench's, calls per round (median)", "—",
                 top.Count == 0 ? "none" : string.Join("; ", top.Select(s => $"{s.Label} {s.Calls:N0}")), null, top.Sum(s => s.Calls)));
         }
 
-        _report.Add(new ReportRow("writecost", "CPU seconds per round during the pgbench runs: feed's server process + StatsCache host", "—",
-            $"Notify {Median(notify, t => t.FeedServerCpuSeconds):F1} + {Median(notify, t => t.HostCpuSeconds):F1} s; "
-            + $"Replication {Median(replication, t => t.FeedServerCpuSeconds):F1} + {Median(replication, t => t.HostCpuSeconds):F1} s "
-            + $"(of {WriteCostConnections.Length * WriteCostWorkloads.Length * _env.WriteCostSeconds} s of pgbench)", null, null));
+        _report.Add(new ReportRow("writecost", "CPU seconds per round during the pgbench runs: feed's server process + its consumer", "—",
+            string.Join("; ", turns.Select(t => t.Attachment).Distinct().Where(a => a != detached).Select(a =>
+                $"{Name(a)} {Median(a, t => t.FeedServerCpuSeconds):F1} + {Median(a, t => t.HostCpuSeconds):F1} s"))
+            + $" (of {WriteCostConnections.Length * WriteCostWorkloads.Length * _env.WriteCostSeconds} s of pgbench)", null, null));
 
         _report.Detail("writecost", new JsonObject
         {
@@ -736,7 +785,7 @@ public sealed partial class BenchRun
             ["turns"] = new JsonArray([.. turns.Select(t => (JsonNode)new JsonObject
             {
                 ["round"] = t.Round,
-                ["attachment"] = t.Attachment.ToString(),
+                ["attachment"] = Name(t.Attachment),
                 ["tps"] = new JsonObject([.. t.Tps.Select(p => KeyValuePair.Create(p.Key, (JsonNode?)Math.Round(p.Value, 1)))]),
                 ["bulkRows"] = t.BulkRows,
                 ["bulkSeconds"] = Math.Round(t.BulkSeconds, 3),
@@ -755,6 +804,13 @@ public sealed partial class BenchRun
             })]),
         });
     }
+
+    private static string Name(Attachment attachment) => attachment switch
+    {
+        Attachment.Detached => "detached",
+        Attachment.RecvLogical => "pg_recvlogical",
+        _ => attachment.ToString(),
+    };
 
     private static string Bytes(long bytes) => bytes switch
     {
