@@ -3,25 +3,28 @@
 # client-mode web hosts) against no cache, FusionCache and a bare authenticated endpoint; and issue 7's
 # fresh: write-to-visible latency and source loads under a steady write load, change feed on and off; issue 11's
 # abuse: one caller refreshing or cycling a parameter next to 1,000 well-behaved callers; issue 15's live: 10,000 open
-# live streams while orders are written.
-#   ./bench.sh [hit|stampede|refresh|source|abuse|fresh|live]... [--json FILE]     (all seven when none is named)
+# live streams while orders are written; writecost: the platform's own write throughput (pgbench) with StatsCache
+# attached (Notify triggers; Replication slot) as a ratio of detached, the configurations taking turns.
+#   ./bench.sh [hit|stampede|refresh|source|abuse|fresh|live|writecost]... [--json FILE]     (all eight when none is named)
 # Builds Release, starts a throwaway PostgreSQL with pg_stat_statements, generates 1,000,000 orders over
 # 20 sites (BENCH_ORDERS, BENCH_SITES, BENCH_USERS change that), runs tests/Benchmarks' driver, prints the
 # table (goal / measured / met) and stops everything it started. Speed is reported, never asserted.
 # Knobs: BENCH_HIT_SECONDS (10), BENCH_HIT_ROUNDS (5), BENCH_REFRESH_ENTRIES (100000), BENCH_REFRESH_TTL_SECONDS (10),
 # BENCH_FRESH_SECONDS (30), BENCH_FRESH_WRITES_PER_SECOND (200), BENCH_FRESH_CLIENTS (1000),
 # BENCH_FRESH_READERS (all the clients), BENCH_FRESH_PROBES_PER_SECOND (5), BENCH_ABUSE_SECONDS (10),
-# BENCH_LIVE_STREAMS (10000; live writes with fresh's rate, seconds and clients).
+# BENCH_LIVE_STREAMS (10000; live writes with fresh's rate, seconds and clients), BENCH_WRITECOST_SECONDS (5, per pgbench
+# run; 18 runs a round), BENCH_WRITECOST_ROUNDS (3), BENCH_WRITECOST_RECVLOGICAL (0; 1 adds a configuration whose slot
+# pg_recvlogical streams to /dev/null: the WAL sender's cost without StatsCache's process).
 set -euo pipefail
 cd "$(dirname "$0")"
 source deploy/scripts/postgres.sh
 
-usage() { echo "usage: ./bench.sh [hit|stampede|refresh|source|abuse|fresh|live]... [--json FILE]" >&2; }
+usage() { echo "usage: ./bench.sh [hit|stampede|refresh|source|abuse|fresh|live|writecost]... [--json FILE]" >&2; }
 scenarios=()
 json=()
 while [ $# -gt 0 ]; do
   case "$1" in
-    hit|stampede|refresh|source|abuse|fresh|live) scenarios+=("$1") ;;
+    hit|stampede|refresh|source|abuse|fresh|live|writecost) scenarios+=("$1") ;;
     --json) [ $# -ge 2 ] || { usage; exit 2; }; json=(--json "$(realpath -m "$2")"); shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage; exit 2 ;;
@@ -32,6 +35,8 @@ done
 started=$SECONDS
 ensure_packages wrk:wrk
 pg_ensure_installed
+# writecost's load generator: PostgreSQL's own pgbench, of the server's version (Debian ships it in postgresql-NN).
+ensure_packages "$PGBIN/pgbench:postgresql-$(basename "$(dirname "$PGBIN")")"
 
 work="$(mktemp -d /tmp/statscache-bench.XXXXXX)"
 pg_data="$work/postgres"
@@ -44,12 +49,17 @@ dotnet build tests/Benchmarks -c Release -v quiet -nologo >"$work/build.log" 2>&
 
 port="$(pg_free_port)"
 echo "Starting a throwaway PostgreSQL on 127.0.0.1:$port"
-pg_start "$pg_data" "$port" throwaway
+pg_start "$pg_data" "$port"
 # pg_stat_statements counts the loads the database really ran (stampede); it must be preloaded, hence
 # the restart (pg_ctl restart keeps the options of pg_start). Room for the no-cache contender's pools
-# on three hosts (Npgsql's default pool is 100 connections).
+# on three hosts (Npgsql's default pool is 100 connections). Buffers for the whole platform (orders alone
+# is about 500 MB with its indexes; with the default 128 MB, writecost's writes to random orders wait on
+# buffer evictions). No durability, as pg_start's throwaway mode, but in postgresql.auto.conf rather than
+# on the command line, where no reload could change it: writecost turns it on for its turns.
 "$PGBIN/psql" -X -q -h 127.0.0.1 -p "$port" -U postgres -d postgres \
-  -c "alter system set shared_preload_libraries = 'pg_stat_statements'" -c "alter system set max_connections = 600"
+  -c "alter system set shared_preload_libraries = 'pg_stat_statements'" -c "alter system set max_connections = 600" \
+  -c "alter system set shared_buffers = '1GB'" \
+  -c "alter system set fsync = off" -c "alter system set synchronous_commit = off" -c "alter system set full_page_writes = off"
 _pg_as_owner "$PGBIN/pg_ctl" -D "$pg_data" -m fast -w -t 60 -l "$pg_data/server.log" restart >/dev/null
 pg_create_db "$port" statscache_bench
 "$PGBIN/psql" -X -q -h 127.0.0.1 -p "$port" -U postgres -d statscache_bench -c "create extension if not exists pg_stat_statements"

@@ -119,6 +119,9 @@ create table if not exists writer_reviews (
 );
 create index if not exists writer_reviews_website_writer_idx on writer_reviews (website_id, writer_id, created_at);
 create index if not exists writer_reviews_website_created_idx on writer_reviews (website_id, created_at);
+-- Deleting an order checks the reviews naming it: without this index each delete scans every writer review
+-- (Django indexes a ForeignKey's column by default, so the platform's table has one).
+create index if not exists writer_reviews_order_idx on writer_reviews (order_id);
 
 -- Reviews of an order by its client.
 create table if not exists order_reviews (

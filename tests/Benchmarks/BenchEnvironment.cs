@@ -66,6 +66,18 @@ public sealed class BenchEnvironment
     /// <summary>Seconds of each round of the abuse scenario (BENCH_ABUSE_SECONDS).</summary>
     public int AbuseSeconds { get; init; } = 10;
 
+    /// <summary>Seconds of each pgbench run of the writecost scenario (BENCH_WRITECOST_SECONDS).</summary>
+    public int WriteCostSeconds { get; init; } = 5;
+
+    /// <summary>Rounds of the writecost scenario, each a turn of every configuration (BENCH_WRITECOST_ROUNDS).</summary>
+    public int WriteCostRounds { get; init; } = 3;
+
+    /// <summary>
+    /// A fourth writecost configuration, the Replication source's slot streamed by pg_recvlogical instead of StatsCache: what the WAL
+    /// sender costs apart from the consumer's process (BENCH_WRITECOST_RECVLOGICAL=1; about a third more time).
+    /// </summary>
+    public bool WriteCostRecvLogical { get; init; }
+
     public static BenchEnvironment FromEnvironment()
     {
         var bin = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar)); // .../bin/Release/net10.0
@@ -100,6 +112,9 @@ public sealed class BenchEnvironment
             FreshProbesPerSecond = Int("BENCH_FRESH_PROBES_PER_SECOND", 5),
             AbuseSeconds = Int("BENCH_ABUSE_SECONDS", 10),
             LiveStreams = Int("BENCH_LIVE_STREAMS", 10_000),
+            WriteCostSeconds = Int("BENCH_WRITECOST_SECONDS", 5),
+            WriteCostRounds = Int("BENCH_WRITECOST_ROUNDS", 3),
+            WriteCostRecvLogical = Int("BENCH_WRITECOST_RECVLOGICAL", 0) == 1,
         };
     }
 

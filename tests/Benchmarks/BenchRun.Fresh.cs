@@ -116,6 +116,10 @@ public sealed partial class BenchRun
     {
         var http = ClientFor(host);
         var adminTokens = admins.Select(TokenFor).ToList();
+        if (host.Slot is { } slot)
+        {
+            await WaitForSlotStreamedAsync(host.Process, slot);
+        }
 
         // The open dashboards are read once first, so their entries exist before the writes, as on a live site.
         await WarmAsync(host, $"/api/dashboards/{Driver.HitView}", _env.FreshReaders, _env.FreshReaders);

@@ -1,9 +1,15 @@
+using System.Diagnostics;
 using System.Globalization;
+using System.Text.RegularExpressions;
+using Npgsql;
 
 namespace StatsCache.Benchmarks;
 
-/// <summary>A web host the driver started, and its base address.</summary>
-public sealed record HttpHost(string Name, Uri Url, ChildProcess Process);
+/// <summary>
+/// A web host the driver started, its base address, and the replication slot its cluster's change feed streams (null when
+/// its feed is off or reads the triggers' notifications).
+/// </summary>
+public sealed record HttpHost(string Name, Uri Url, ChildProcess Process, string? Slot);
 
 public sealed partial class BenchRun
 {
@@ -12,6 +18,9 @@ public sealed partial class BenchRun
     private readonly List<HttpHost> _webHosts = [];
     private readonly List<HttpHost> _benchClients = [];
     private HttpHost? _coHosted;
+
+    // The replication slots this run's clusters were given, dropped when their hosts stop: a slot left behind keeps WAL.
+    private readonly HashSet<string> _slots = [];
 
     private Dictionary<string, string> CommonEnvironment() => new(StringComparer.Ordinal)
     {
@@ -39,6 +48,8 @@ public sealed partial class BenchRun
         // earlier runs in the same database from answering what must be a cold read.
         environment["Orleans__ServiceId"] = _clusterId;
         environment["Orleans__AdvertisedAddress"] = "127.0.0.1";
+        // The cluster's silos share one slot (whichever holds it streams); the co-hosted hosts running beside it have their own.
+        environment[SlotNameKey] = SlotFor(_clusterId);
         return environment;
     }
 
@@ -55,6 +66,8 @@ public sealed partial class BenchRun
         environment["Orleans__Mode"] = "CoHosted";
         environment["Orleans__SiloPort"] = Port();
         environment["Orleans__GatewayPort"] = Port();
+        // Each co-hosted host is a cluster of its own: with one slot for all, the first would stream it and the others hear nothing.
+        environment[SlotNameKey] = SlotFor(name);
         foreach (var (key, value) in overrides)
         {
             environment[key] = value;
@@ -153,6 +166,86 @@ public sealed partial class BenchRun
         _gatewayPorts.Clear();
         // A cluster started after this is a new one: snapshots the stopped one stored must not answer its reads.
         _clusterId = NewClusterId();
+        await DropSlotsAsync();
+    }
+
+    private const string SlotNameKey = "StatsCache__Changes__SlotName";
+
+    /// <summary>The replication slot of a cluster named <paramref name="owner"/> (a host's name or a cluster id), remembered to be dropped.</summary>
+    private string SlotFor(string owner)
+    {
+        var slot = "bench_" + NotSlotCharacters().Replace(owner.ToLowerInvariant(), "_");
+        slot = slot[..Math.Min(slot.Length, 63)];
+        _slots.Add(slot);
+        return slot;
+    }
+
+    [GeneratedRegex("[^a-z0-9_]")]
+    private static partial Regex NotSlotCharacters();
+
+    /// <summary>The slot a host's cluster streams when its change feed is on and reads the WAL (the default source).</summary>
+    private static string? StreamedSlot(Dictionary<string, string> environment) =>
+        environment.GetValueOrDefault("StatsCache__Changes__IsEnabled") is not "false"
+        && environment.GetValueOrDefault("StatsCache__Changes__Source") is null or "Replication"
+            ? environment.GetValueOrDefault(SlotNameKey)
+            : null;
+
+    /// <summary>
+    /// Waits until <paramref name="slot"/> exists and a WAL sender streams it (pg_replication_slots.active), failing early if
+    /// <paramref name="consumer"/> exits: a host is ready (readyz) before its silo has taken the slot, and writes before that
+    /// would be missed by a slot created after them.
+    /// </summary>
+    public async Task WaitForSlotStreamedAsync(ChildProcess consumer, string slot)
+    {
+        await consumer.WaitUntilAsync(async () =>
+        {
+            await using var command = _db.CreateCommand("select coalesce(bool_or(active), false) from pg_replication_slots where slot_name = @slot");
+            command.Parameters.AddWithValue("slot", slot);
+            return (bool)(await command.ExecuteScalarAsync())!;
+        }, TimeSpan.FromSeconds(60));
+    }
+
+    /// <summary>Drops the slots of this run's stopped clusters (their WAL senders end a moment after their processes do).</summary>
+    private async Task DropSlotsAsync()
+    {
+        if (_slots.Count == 0)
+        {
+            return;
+        }
+
+        var names = _slots.ToArray();
+        var deadline = Stopwatch.StartNew();
+        while (true)
+        {
+            try
+            {
+                await using var drop = _db.CreateCommand(
+                    "select pg_drop_replication_slot(slot_name) from pg_replication_slots where slot_name = any(@names) and not active");
+                drop.Parameters.AddWithValue("names", names);
+                await drop.ExecuteNonQueryAsync();
+            }
+            catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.ObjectInUse)
+            {
+                // Taken again between the look and the drop: impossible once its host has stopped, but looked at again below.
+            }
+
+            await using var left = _db.CreateCommand("select count(*) from pg_replication_slots where slot_name = any(@names)");
+            left.Parameters.AddWithValue("names", names);
+            if ((long)(await left.ExecuteScalarAsync())! == 0)
+            {
+                break;
+            }
+
+            if (deadline.Elapsed > TimeSpan.FromSeconds(30))
+            {
+                throw new InvalidOperationException($"Replication slots of stopped hosts are still active after 30 s: {string.Join(", ", names)}.");
+            }
+
+            // Their WAL senders end a moment after their processes.
+            await Task.Delay(TimeSpan.FromMilliseconds(100));
+        }
+
+        _slots.Clear();
     }
 
     private static string NewClusterId() => $"bench-{DateTimeOffset.UtcNow.ToUnixTimeMilliseconds()}-{Environment.ProcessId}";
@@ -196,7 +289,7 @@ public sealed partial class BenchRun
             }
         }, TimeSpan.FromSeconds(120));
         Console.WriteLine($"   started {name} (pid {process.Id}) on {url}");
-        return new HttpHost(name, url, process);
+        return new HttpHost(name, url, process, StreamedSlot(environment));
     }
 
     private ChildProcess Track(ChildProcess process)

@@ -42,6 +42,11 @@ public sealed partial class BenchRun
 
         try
         {
+            if (host.Slot is { } slot)
+            {
+                await WaitForSlotStreamedAsync(host.Process, slot);
+            }
+
             // The entries exist first (as on a live site): the memory measured is the streams'.
             await WarmAsync(host, $"/api/dashboards/{Driver.HitView}", clients.Count, clients.Count);
             using var streams = new HttpClient(new SocketsHttpHandler { MaxConnectionsPerServer = int.MaxValue }) { BaseAddress = host.Url, Timeout = Timeout.InfiniteTimeSpan };

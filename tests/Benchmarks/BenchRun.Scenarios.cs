@@ -394,6 +394,7 @@ public sealed partial class BenchRun
 
         var environment = CommonEnvironment();
         environment["StatsCache__CatalogPath"] = RefreshCatalogPath;
+        environment[SlotNameKey] = SlotFor("refresh"); // its silo streams a slot of its own, dropped when the next scenario stops the hosts
         environment["Orleans__SiloPort"] = Port();
         environment["Orleans__GatewayPort"] = Port();
         environment[RefreshScenario.EntriesKey.Replace(":", "__", StringComparison.Ordinal)] = _env.RefreshEntries.ToString(Inv);

@@ -42,13 +42,18 @@ public sealed class ChildProcess : IAsyncDisposable
 
     public string LogPath { get; private init; } = "";
 
-    public static ChildProcess Start(string name, string dll, IReadOnlyList<string> args, IReadOnlyDictionary<string, string> environment, string logFolder)
+    public static ChildProcess Start(string name, string dll, IReadOnlyList<string> args, IReadOnlyDictionary<string, string> environment, string logFolder) =>
+        StartProgram(name, "dotnet", ["exec", dll, .. args], environment, logFolder, Path.GetDirectoryName(dll)!);
+
+    /// <summary>Any program (<see cref="Start"/> runs a .NET assembly), with its output in <paramref name="logFolder"/>/<paramref name="name"/>.log.</summary>
+    public static ChildProcess StartProgram(
+        string name, string program, IReadOnlyList<string> args, IReadOnlyDictionary<string, string> environment, string logFolder, string workingDirectory)
     {
-        var start = new ProcessStartInfo("dotnet", ["exec", dll, .. args])
+        var start = new ProcessStartInfo(program, args)
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
-            WorkingDirectory = Path.GetDirectoryName(dll)!,
+            WorkingDirectory = workingDirectory,
         };
         foreach (var (key, value) in environment)
         {

@@ -12,13 +12,15 @@ namespace StatsCache.Benchmarks;
 
 /// <summary>
 /// Runs the scenarios of issue 5 side by side in one run and reports them: <c>source</c>, <c>stampede</c>,
-/// <c>hit</c>, <c>refresh</c>, issue 11's <c>abuse</c> and issue 7's <c>fresh</c>. bench.sh has started PostgreSQL (with pg_stat_statements) and generated
+/// <c>hit</c>, <c>refresh</c>, issue 11's <c>abuse</c>, issue 7's <c>fresh</c>, issue 15's <c>live</c> and <c>writecost</c> (what the
+/// change feed costs the platform's own writes). bench.sh has started PostgreSQL (with pg_stat_statements) and generated
 /// the data; the driver starts and stops every host and silo itself.
 /// </summary>
 public static class Driver
 {
     // fresh last: the orders it inserts would change what the others read.
-    public static readonly string[] AllScenarios = ["source", "stampede", "hit", "refresh", "abuse", "fresh", "live"];
+    // writecost after them: it writes, bulk-updates and switches the database's change feed set-up between its turns.
+    public static readonly string[] AllScenarios = ["source", "stampede", "hit", "refresh", "abuse", "fresh", "live", "writecost"];
 
     /// <summary>The user-scoped view the HTTP scenarios read: one row per client, a typical snapshot.</summary>
     public const string HitView = "client-stats";
@@ -72,6 +74,7 @@ public static class Driver
                     "fresh" => bench.FreshAsync(),
                     "abuse" => bench.AbuseAsync(),
                     "live" => bench.LiveAsync(),
+                    "writecost" => bench.WriteCostAsync(),
                     _ => bench.RefreshAsync(),
                 });
                 Console.WriteLine($"   ({scenarioStarted.Elapsed.TotalSeconds:F0} s)");
@@ -91,6 +94,8 @@ public static class Driver
                 ["date"] = DateTimeOffset.UtcNow.ToString("O", CultureInfo.InvariantCulture),
                 ["hitSeconds"] = environment.HitSeconds,
                 ["connections"] = environment.Connections,
+                ["writeCostSeconds"] = environment.WriteCostSeconds,
+                ["writeCostRounds"] = environment.WriteCostRounds,
                 ["driverSeconds"] = Math.Round(started.Elapsed.TotalSeconds),
             });
             Console.WriteLine($"JSON written to {jsonPath}");
@@ -228,6 +233,16 @@ public sealed partial class BenchRun : IAsyncDisposable
         for (var i = _processes.Count - 1; i >= 0; i--)
         {
             await _processes[i].DisposeAsync();
+        }
+
+        try
+        {
+            await DropSlotsAsync();
+        }
+        catch (Exception e) when (e is NpgsqlException or InvalidOperationException)
+        {
+            // The run's PostgreSQL is thrown away next; a failure here must not hide the run's own.
+            Console.Error.WriteLine($"Could not drop the run's replication slots: {e.Message}");
         }
 
         await _db.DisposeAsync();
