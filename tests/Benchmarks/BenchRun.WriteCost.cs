@@ -78,6 +78,9 @@ public sealed partial class BenchRun
 
         public double? HostCpuSeconds { get; set; }
 
+        /// <summary>CPU seconds the machine spent during the pgbench runs on processes neither this run's PostgreSQL nor the driver's (another engineer's build, say).</summary>
+        public double? OthersCpuSeconds { get; set; }
+
         public JsonObject Extra { get; } = [];
 
         /// <summary>Seconds of each part of the turn (the switch, the host's start, the writes, the stop), as <see cref="Lap"/> marked them.</summary>
@@ -150,6 +153,7 @@ public sealed partial class BenchRun
                     Console.WriteLine($"   round {round}, {Name(attachment)}: " + string.Join(", ", turn.Tps.Select(t => $"{t.Key} {t.Value:N0}"))
                         + $"; bulk {turn.BulkRows:N0} rows {turn.BulkSeconds:F2} s"
                         + (turn.RetainedAtEnd is { } retained ? $"; retained {Bytes(retained)}" : "")
+                        + (turn.OthersCpuSeconds is { } others ? $"; other processes {others:F1} CPU s" : "")
                         + $" (seconds: {string.Join(", ", turn.Phases.Select(p => $"{p.Key} {p.Value:F1}"))})");
                 }
             }
@@ -333,6 +337,8 @@ public sealed partial class BenchRun
         turn.Lap("bulk");
         var feedCpu = CpuSeconds(feedPid);
         var consumerCpu = CpuSeconds(consumer?.Id);
+        var postmaster = await PostmasterPidAsync();
+        var othersCpu = OtherProcessesCpuSeconds(postmaster);
         foreach (var workload in WriteCostWorkloads)
         {
             foreach (var connections in WriteCostConnections)
@@ -362,6 +368,7 @@ public sealed partial class BenchRun
         turn.Lap("pgbench");
         turn.FeedServerCpuSeconds = CpuSeconds(feedPid) - feedCpu;
         turn.HostCpuSeconds = CpuSeconds(consumer?.Id) - consumerCpu;
+        turn.OthersCpuSeconds = OtherProcessesCpuSeconds(postmaster) - othersCpu;
         await ReadStatementsAsync(turn);
         if (streams)
         {
@@ -707,6 +714,57 @@ public sealed partial class BenchRun
         }
     }
 
+    /// <summary>The run's PostgreSQL server process (the parent of its checkpointer), or null when it is not on this machine.</summary>
+    private async Task<int?> PostmasterPidAsync()
+    {
+        await using var command = _db.CreateCommand($"{WriteCostMarker} select pid from pg_stat_activity where backend_type = 'checkpointer'");
+        return await command.ExecuteScalarAsync() is int checkpointer && ProcStat(checkpointer) is { } stat ? stat.ParentId : null;
+    }
+
+    /// <summary>
+    /// CPU seconds the whole machine has spent so far (/proc/stat: user, nice, system, irq, softirq) less what this run's processes
+    /// spent: its PostgreSQL server (with every backend, ended ones counted in the server's children's time) and this driver (with
+    /// the hosts and every pgbench it started). What is left is other work on the machine. Null off Linux or without the server's pid.
+    /// </summary>
+    private static double? OtherProcessesCpuSeconds(int? postmaster)
+    {
+        if (postmaster is not { } server || !File.Exists("/proc/stat"))
+        {
+            return null;
+        }
+
+        var machine = File.ReadLines("/proc/stat").First(l => l.StartsWith("cpu ", StringComparison.Ordinal))
+            .Split(' ', StringSplitOptions.RemoveEmptyEntries).Skip(1).Select(f => long.Parse(f, Inv)).ToArray();
+        var busy = machine[0] + machine[1] + machine[2] + machine[5] + machine[6];
+        var all = Directory.EnumerateDirectories("/proc").Select(d => Path.GetFileName(d))
+            .Where(name => name.All(char.IsAsciiDigit)).Select(name => ProcStat(int.Parse(name, Inv))).OfType<ProcessTicks>().ToList();
+        long Tree(int root) =>
+            all.Where(p => p.Id == root).Sum(p => p.Ticks + p.ChildrenTicks) + all.Where(p => p.ParentId == root).Sum(p => p.Ticks);
+        return (busy - Tree(server) - Tree(Environment.ProcessId)) / (double)TicksPerSecond;
+    }
+
+    // USER_HZ, the unit of /proc's times: 100 on every Linux architecture .NET runs on.
+    private const int TicksPerSecond = 100;
+
+    private sealed record ProcessTicks(int Id, int ParentId, long Ticks, long ChildrenTicks);
+
+    /// <summary>A process's parent and its CPU ticks (user + system), and those of its ended, reaped children; null when it is gone.</summary>
+    private static ProcessTicks? ProcStat(int pid)
+    {
+        try
+        {
+            var text = File.ReadAllText($"/proc/{pid}/stat");
+            // After "(comm)", which may hold spaces: state, ppid, ... utime (14), stime, cutime, cstime (17).
+            var fields = text[(text.LastIndexOf(')') + 2)..].Split(' ');
+            long Field(int number) => long.Parse(fields[number - 3], Inv);
+            return new ProcessTicks(pid, (int)Field(4), Field(14) + Field(15), Field(16) + Field(17));
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException)
+        {
+            return null;
+        }
+    }
+
     // ---------------------------------------------------------------- report
 
     private void AddWriteCostRows(List<WriteCostTurn> turns, double seconds)
@@ -774,6 +832,10 @@ public sealed partial class BenchRun
             string.Join("; ", turns.Select(t => t.Attachment).Distinct().Where(a => a != detached).Select(a =>
                 $"{Name(a)} {Median(a, t => t.FeedServerCpuSeconds):F1} + {Median(a, t => t.HostCpuSeconds):F1} s"))
             + $" (of {WriteCostConnections.Length * WriteCostWorkloads.Length * _env.WriteCostSeconds} s of pgbench)", null, null));
+        var others = turns.Select(t => t.OthersCpuSeconds).OfType<double>().ToList();
+        var available = Environment.ProcessorCount * WriteCostConnections.Length * WriteCostWorkloads.Length * _env.WriteCostSeconds;
+        _report.Add(new ReportRow("writecost", "CPU of other processes on the machine during a turn's pgbench runs: median, largest", "—",
+            others.Count == 0 ? "not measured" : $"{Percentile(others, 50):F1} s, {others.Max():F1} s (of {available} core-seconds)", null, others.Count == 0 ? null : others.Max()));
 
         _report.Detail("writecost", new JsonObject
         {
@@ -799,6 +861,7 @@ public sealed partial class BenchRun
                 ["statements"] = new JsonObject([.. t.Statements.OrderByDescending(s => s.Value).Take(10).Select(s => KeyValuePair.Create(s.Key, (JsonNode?)s.Value))]),
                 ["feedServerCpuSeconds"] = t.FeedServerCpuSeconds is { } f ? Math.Round(f, 2) : null,
                 ["hostCpuSeconds"] = t.HostCpuSeconds is { } h ? Math.Round(h, 2) : null,
+                ["othersCpuSeconds"] = t.OthersCpuSeconds is { } o ? Math.Round(o, 2) : null,
                 ["extra"] = t.Extra.DeepClone(),
                 ["phaseSeconds"] = new JsonObject([.. t.Phases.Select(p => KeyValuePair.Create(p.Key, (JsonNode?)p.Value))]),
             })]),
