@@ -55,11 +55,13 @@ pg_start "$pg_data" "$port"
 # on three hosts (Npgsql's default pool is 100 connections). Buffers for the whole platform (orders alone
 # is about 500 MB with its indexes; with the default 128 MB, writecost's writes to random orders wait on
 # buffer evictions). No durability, as pg_start's throwaway mode, but in postgresql.auto.conf rather than
-# on the command line, where no reload could change it: writecost turns it on for its turns.
+# on the command line, where no reload could change it: writecost turns it on for its turns. Without synchronous
+# commits the WAL feed sees a commit when the WAL writer flushes it: every 10 ms, as pg_start's throwaway mode.
 "$PGBIN/psql" -X -q -h 127.0.0.1 -p "$port" -U postgres -d postgres \
   -c "alter system set shared_preload_libraries = 'pg_stat_statements'" -c "alter system set max_connections = 600" \
   -c "alter system set shared_buffers = '1GB'" \
-  -c "alter system set fsync = off" -c "alter system set synchronous_commit = off" -c "alter system set full_page_writes = off"
+  -c "alter system set fsync = off" -c "alter system set synchronous_commit = off" -c "alter system set full_page_writes = off" \
+  -c "alter system set wal_writer_delay = '10ms'"
 _pg_as_owner "$PGBIN/pg_ctl" -D "$pg_data" -m fast -w -t 60 -l "$pg_data/server.log" restart >/dev/null
 pg_create_db "$port" statscache_bench
 "$PGBIN/psql" -X -q -h 127.0.0.1 -p "$port" -U postgres -d statscache_bench -c "create extension if not exists pg_stat_statements"

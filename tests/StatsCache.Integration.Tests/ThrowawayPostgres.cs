@@ -71,7 +71,7 @@ public sealed class ThrowawayPostgres : IAsyncLifetime
         await RunAsOwnerAsync(Path.Combine(_bin, "pg_ctl"),
         [
             "-D", _data, "-l", Path.Combine(_data, "server.log"), "-w", "-t", "60", "-o",
-            $"-p {Port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={_data} -c fsync=off -c synchronous_commit=off -c full_page_writes=off " +
+            $"-p {Port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={_data} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c wal_writer_delay=10ms " +
             string.Join(' ', _settings.Select(s => $"-c {s}")),
             "start",
         ]);
