@@ -12,11 +12,11 @@ public sealed class ClientModeTests(TestDatabase db)
     [Fact]
     public async Task WebHostInClientModeServesFromASeparateSiloProcess()
     {
-        await using var silo = await SiloProcess.StartAsync(db.ConnectionString);
+        await using var silo = await ServiceProcess.StartSiloAsync(db.ConnectionString);
         await using var factory = new StatsCacheFactory();
         factory.Settings["Orleans:Mode"] = "Client";
         factory.Settings["Orleans:GatewayPort"] = silo.GatewayPort.ToString(CultureInfo.InvariantCulture);
-        factory.Settings["Orleans:ClusterId"] = silo.ClusterId;
+        factory.Settings["Orleans:ClusterId"] = silo.ClusterId!;
 
         var site = await db.NewWebsiteAsync();
         var client = await db.NewUserAsync(site, "client");

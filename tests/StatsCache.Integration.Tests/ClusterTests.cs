@@ -499,7 +499,7 @@ public sealed class ClusterTests(TestDatabase db, ITestOutputHelper output)
     /// <summary>Silo processes of one cluster, started together and stopped together; their replication slot is dropped at the end.</summary>
     private sealed class SiloGroup : IAsyncDisposable
     {
-        private readonly List<SiloProcess> _silos = [];
+        private readonly List<ServiceProcess> _silos = [];
         private readonly HashSet<(string ConnectionString, string Slot)> _slots = [];
 
         public Task StartAsync(string connectionString, IReadOnlyDictionary<string, string> settings, int count) =>
@@ -512,7 +512,7 @@ public sealed class ClusterTests(TestDatabase db, ITestOutputHelper output)
                 _slots.Add((connectionString, settings["StatsCache:Changes:SlotName"]));
             }
 
-            _silos.AddRange(await Task.WhenAll(silosSettings.Select(settings => SiloProcess.StartAsync(connectionString, settings))));
+            _silos.AddRange(await Task.WhenAll(silosSettings.Select(settings => ServiceProcess.StartSiloAsync(connectionString, settings))));
         }
 
         public Task KillAsync(int index) => _silos[index].KillAsync();
