@@ -36,7 +36,10 @@ public sealed class ThrowawayPostgres : IAsyncLifetime
 
     public int Port { get; } = StatsCacheFactory.FreePort();
 
-    public string ConnectionString => $"Host=127.0.0.1;Port={Port};Username=postgres;Database={Database};Timeout=5";
+    public string ConnectionString => ConnectionStringAt("127.0.0.1");
+
+    /// <summary>The database at another address the server listens on (<c>listen_addresses</c> in the settings).</summary>
+    public string ConnectionStringAt(string host) => $"Host={host};Port={Port};Username=postgres;Database={Database};Timeout=5";
 
     /// <summary>A data source of the test's own (not the service's), for setting up and inspecting the database.</summary>
     public NpgsqlDataSource DataSource { get; private set; } = null!;
@@ -76,6 +79,13 @@ public sealed class ThrowawayPostgres : IAsyncLifetime
             "start",
         ]);
         DataSource?.Clear(); // the test's own pooled connections died with the previous server
+    }
+
+    /// <summary>Lets the superuser in without a password from <paramref name="cidr"/> too (pg_hba.conf), as from 127.0.0.1.</summary>
+    public async Task TrustAsync(string cidr)
+    {
+        await File.AppendAllTextAsync(Path.Combine(_data, "pg_hba.conf"), $"host all all {cidr} trust{Environment.NewLine}");
+        await RunAsOwnerAsync(Path.Combine(_bin, "pg_ctl"), ["-D", _data, "reload"]);
     }
 
     /// <summary>Fast shutdown: sessions are ended and the server stops accepting connections.</summary>

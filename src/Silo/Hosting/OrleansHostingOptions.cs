@@ -70,6 +70,13 @@ public sealed class OrleansHostingOptions
     public string AdvertisedAddress { get; set; } = "127.0.0.1";
 
     /// <summary>
+    /// How long a client's (the web host's) connection to a gateway may stay silent after the client sent something on it
+    /// before the client drops it and connects again: after a partition heals, TCP's own retries may take tens of seconds.
+    /// </summary>
+    [Range(typeof(TimeSpan), "00:00:01", "00:10:00")]
+    public TimeSpan ConnectionSilenceTimeout { get; set; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>
     /// Under Kubernetes: take the silo's name, address and cluster identity from the pod
     /// (<c>POD_NAME</c>, <c>POD_NAMESPACE</c>, <c>POD_IP</c>, <c>ORLEANS_SERVICE_ID</c>, <c>ORLEANS_CLUSTER_ID</c>)
     /// and remove silos whose pods are gone.

@@ -181,6 +181,11 @@ public static class StatsCacheHostingExtensions
             client.UseLocalhostClustering(orleans.GatewayPort, serviceId: orleans.ServiceId, clusterId: orleans.ClusterId);
         }
 
+        // A gateway connection that went silent (a partition) is dropped and made again, rather than left to TCP's back-off.
+        client.Services.AddSingleton(sp => new SilentConnectionWatchdog(
+            orleans.ConnectionSilenceTimeout, sp.GetService<TimeProvider>() ?? TimeProvider.System, sp.GetRequiredService<ILogger<SilentConnectionWatchdog>>()));
+        client.Configure<ClientConnectionOptions>(o => o.ConfigureConnection(connection => connection.UseMiddleware<SilentConnectionWatchdog>()));
+
         if (TelemetryExtensions.IsOtlpEnabled(configuration))
         {
             client.AddActivityPropagation(); // as on the silos

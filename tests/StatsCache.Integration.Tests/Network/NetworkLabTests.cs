@@ -6,6 +6,7 @@ using System.Text;
 namespace StatsCache.Integration.Tests.Network;
 
 /// <summary>The network lab itself: its links carry TCP, and each kind of fault does what it says, no more.</summary>
+[Collection(DatabaseCollection.Name)]
 public sealed class NetworkLabTests
 {
     [Fact]
