@@ -359,9 +359,60 @@ public sealed class DashboardGrainTests(ClusterFixture fixture)
 
         Assert.Equal(first.Snapshot!.ContentHash, restored.Snapshot!.ContentHash);
         Assert.Equal(first.Snapshot.AsOf, restored.Snapshot.AsOf);
-        Assert.False(restored.Stale); // younger than its TTL of 5 minutes
         Assert.Equal(1, _source.Loads(site));
         _source.Unblock(site);
+    }
+
+    [Fact]
+    public async Task RestoredSnapshotIsStaleUntilItsReloadSucceeds()
+    {
+        var site = ClusterFixture.NewSite();
+        var first = await ReadAsync(site, "client", 1, ClusterFixture.Slow);
+        Assert.False(first.Stale);
+        await fixture.DeactivateAsync(Grain(site, 1));
+
+        // Younger than its TTL of 5 minutes, but changes made while the grain was inactive reached nobody.
+        var gate = _source.Block(site);
+        var restored = await ReadAsync(site, "client", 1, ClusterFixture.Slow).WaitAsync(Timeout);
+        Assert.Equal(first.Snapshot!.AsOf, restored.Snapshot!.AsOf);
+        Assert.Equal(1, LoadNumber(restored));
+        Assert.True(restored.Stale);
+
+        // The reload (within a second of the reactivation) is held: the restored snapshot is still what readers get.
+        await _source.WaitForLoadsAsync(site, 2, Timeout);
+        var waiting = await ReadAsync(site, "client", 1, ClusterFixture.Slow);
+        Assert.Equal(first.Snapshot.AsOf, waiting.Snapshot!.AsOf);
+        Assert.True(waiting.Stale);
+
+        gate.SetResult();
+        var reloaded = await PollAsync(site, "client", 1, ClusterFixture.Slow, r => LoadNumber(r) == 2);
+        Assert.False(reloaded.Stale);
+        Assert.True(reloaded.Snapshot!.AsOf > first.Snapshot.AsOf);
+        _source.Unblock(site);
+    }
+
+    [Fact]
+    public async Task RestoredSnapshotStaysStaleWhileItsReloadsFail()
+    {
+        var site = ClusterFixture.NewSite();
+        var first = await ReadAsync(site, "client", 1, ClusterFixture.Slow);
+        await fixture.DeactivateAsync(Grain(site, 1));
+
+        _source.Fail(site, true);
+        var restored = await ReadAsync(site, "client", 1, ClusterFixture.Slow).WaitAsync(Timeout);
+        Assert.True(restored.Stale);
+
+        // The reload failed and its retry has started (the fixture retries after 100-200 ms): still the stored snapshot, stale.
+        await _source.WaitForLoadsAsync(site, 3, Timeout);
+        var failed = await ReadAsync(site, "client", 1, ClusterFixture.Slow);
+        Assert.Equal(first.Snapshot!.AsOf, failed.Snapshot!.AsOf);
+        Assert.Equal(1, LoadNumber(failed));
+        Assert.True(failed.Stale);
+
+        _source.Fail(site, false);
+        var recovered = await PollAsync(site, "client", 1, ClusterFixture.Slow, r => !r.Stale);
+        Assert.True(LoadNumber(recovered) > 3);
+        Assert.True(recovered.Snapshot!.AsOf > first.Snapshot.AsOf);
     }
 
     [Fact]

@@ -77,7 +77,13 @@ public sealed class ClusterTests(TestDatabase db, ITestOutputHelper output)
         var after = await GetClientStatsAsync(webAfter, site, user);
         Assert.Equal(before.AsOf, after.AsOf);
         Assert.Equal(12.5m, after.Spent);
-        Assert.False(after.Stale);
+        Assert.True(after.Stale); // the order written while no grain was active reached nobody: not vouched for yet
+
+        // The restored entry reloads within a second of the reactivation; from then on the answer is fresh and current.
+        var restoredRead = Stopwatch.StartNew();
+        await WaitUntilAsync(async () => await GetClientStatsAsync(webAfter, site, user) is { Stale: false, Spent: 20m }, "the fresh answer after the reload");
+        output.WriteLine($"fresh {restoredRead.Elapsed.TotalMilliseconds:F0} ms after the first read of the restored snapshot");
+        Assert.True(restoredRead.Elapsed < TimeSpan.FromSeconds(2), $"The restored snapshot was served stale for {restoredRead.Elapsed.TotalSeconds:F1} s.");
 
         // Stored with Orleans' serializer (binary, [Alias]ed types), not the provider's default JSON.
         var payload = await ScalarAsync<byte[]>(
@@ -207,6 +213,118 @@ public sealed class ClusterTests(TestDatabase db, ITestOutputHelper output)
         output.WriteLine($"last near-cache answer {lastHit.TotalMilliseconds:F0} ms after SIGSTOP (lease {lease.TotalSeconds} s)");
         Assert.True(lastHit > TimeSpan.Zero, "No read was answered from the near-cache after the stop: the test saw nothing.");
         Assert.True(lastHit <= lease, $"The near-cache answered {lastHit.TotalMilliseconds:F0} ms after SIGSTOP, past the {lease.TotalSeconds} s lease.");
+    }
+
+    [Fact]
+    public async Task EveryColdReadOfAHungSiloAnswers503WithinTheBoundAndAnswersAgainOnceItResumes()
+    {
+        // The shipped GrainRetryTimeout: the bound a caller is promised (docs/faults.md).
+        var bound = new StatsCache.WebHost.Api.ApiOptions().GrainRetryTimeout;
+        var readTimeout = TimeSpan.Parse(IUserDashboardGrain.ReadTimeout, CultureInfo.InvariantCulture);
+        bound = bound > readTimeout ? bound : readTimeout;
+        var settings = ClusterSettings();
+        await using var silos = await StartActiveSilosAsync(settings, count: 1);
+        await using var web = ClientWebHost(settings);
+
+        var site = await db.NewWebsiteAsync();
+        var warm = await db.NewUserAsync(site, "client");
+        await GetClientStatsAsync(web, site, warm); // the web host is connected to the silo's gateway
+        var clients = new List<(long Id, decimal Spent)>();
+        for (var i = 1; i <= 24; i++)
+        {
+            var user = await db.NewUserAsync(site, "client");
+            await InsertOrderAsync(site, user, price: i + 0.5m);
+            clients.Add((user, i + 0.5m));
+        }
+
+        var admins = new List<long>();
+        for (var i = 0; i < 8; i++)
+        {
+            admins.Add(await db.NewUserAsync(site, "admin"));
+        }
+
+        // Cold reads (no grain active, nothing near-cached) of every kind, all at once: single reads, batches, site-scoped
+        // reads (through the caller's grain to the site's), and live streams' first events.
+        var reads = new List<(string Path, HttpClient Http)>();
+        for (var i = 0; i < clients.Count; i++)
+        {
+            var http = web.ClientFor(site, "client", clients[i].Id);
+            reads.Add((i % 3 == 0 ? "/api/dashboards/batch?view=client-stats&view=client-loyalty" : "/api/dashboards/client-stats", http));
+        }
+
+        reads.AddRange(admins.Select(admin => ("/api/dashboards/admin-overview", web.ClientFor(site, "admin", admin))));
+        var liveCallers = clients.Take(4).Select(c => web.ClientFor(site, "client", c.Id)).ToList();
+
+        await silos.SignalAsync(0, "STOP");
+        (string Path, HttpStatusCode Status, string? RetryAfter, string Body, TimeSpan Took)[] answers;
+        (TimeSpan Took, ServerEvent?[] Events, EventStream Stream)[] lives;
+        try
+        {
+            var asked = reads.Select(async read =>
+            {
+                var started = Stopwatch.StartNew();
+                using var response = await read.Http.GetAsync(read.Path);
+                var body = await response.Content.ReadAsStringAsync();
+                return (read.Path, response.StatusCode, response.Headers.RetryAfter?.ToString(), body, started.Elapsed);
+            }).ToList();
+            var opened = liveCallers.Select(async http =>
+            {
+                var started = Stopwatch.StartNew();
+                var stream = await EventStream.OpenAsync(http, "/api/dashboards/live?view=client-stats&view=client-loyalty");
+                var events = new[] { await stream.NextAsync(bound * 2), await stream.NextAsync(bound * 2) };
+                return (started.Elapsed, events, stream);
+            }).ToList();
+            answers = await Task.WhenAll(asked);
+            lives = await Task.WhenAll(opened);
+        }
+        finally
+        {
+            await silos.SignalAsync(0, "CONT");
+        }
+
+        var took = answers.Select(a => a.Took).Concat(lives.Select(l => l.Took)).ToList();
+        output.WriteLine($"hung silo: {answers.Length} reads and {lives.Length} live streams, bound {bound.TotalSeconds} s; " +
+            $"answered in {took.Min().TotalSeconds:F2}-{took.Max().TotalSeconds:F2} s");
+        foreach (var (path, status, retryAfter, body, elapsed) in answers)
+        {
+            Assert.True(status == HttpStatusCode.ServiceUnavailable, $"{path}: {(int)status} {body}");
+            Assert.NotNull(retryAfter);
+            Assert.Contains("The cache cluster is unavailable.", body, StringComparison.Ordinal);
+            Assert.True(elapsed <= bound + TimeSpan.FromSeconds(1), $"{path} answered after {elapsed.TotalSeconds:F2} s, past {bound.TotalSeconds} s + 1 s.");
+        }
+
+        foreach (var (elapsed, events, _) in lives)
+        {
+            Assert.All(events, e => Assert.Contains("\"status\":503", e!.Data, StringComparison.Ordinal));
+            Assert.True(elapsed <= bound + TimeSpan.FromSeconds(1), $"A live stream's first events came after {elapsed.TotalSeconds:F2} s.");
+        }
+
+        // Resumed: every caller gets its own numbers again, and every live stream its snapshots.
+        await Task.WhenAll(clients.Select(c => WaitUntilAsync(async () =>
+        {
+            var response = await web.ClientFor(site, "client", c.Id).GetAsync("/api/dashboards/client-stats");
+            return response.StatusCode == HttpStatusCode.OK && await response.Content.ReadFromJsonAsync<JsonElement>() is var body
+                && body.GetProperty("data").GetProperty("summary").GetProperty("total_spent").GetDecimal() == c.Spent;
+        }, $"user {c.Id}'s answer after SIGCONT")));
+        await Task.WhenAll(admins.Select(a => WaitUntilAsync(
+            async () => (await web.ClientFor(site, "admin", a).GetAsync("/api/dashboards/admin-overview")).StatusCode == HttpStatusCode.OK,
+            $"admin {a}'s answer after SIGCONT")));
+        foreach (var (_, _, stream) in lives)
+        {
+            await using (stream)
+            {
+                var resumed = Stopwatch.StartNew();
+                var snapshots = new HashSet<string>();
+                while (snapshots.Count < 2)
+                {
+                    Assert.True(resumed.Elapsed < Deadline, "A live stream got no snapshot after SIGCONT.");
+                    if (await stream.NextAsync(Deadline) is { Comment: null } e && e.Data.Contains("\"asOf\"", StringComparison.Ordinal))
+                    {
+                        snapshots.Add(e.Name);
+                    }
+                }
+            }
+        }
     }
 
     [Fact]

@@ -35,7 +35,10 @@ internal sealed partial class DashboardEntries(
     private Task _writing = Task.CompletedTask;
     private bool _dirty;
 
-    /// <summary>Brings back the stored snapshots; each refreshes when its TTL since it was taken runs out.</summary>
+    /// <summary>
+    /// Brings back the stored snapshots, each served marked stale until its reload, which comes within a second: changes
+    /// made while the grain was inactive were announced to nobody, so a stored snapshot may miss any of them.
+    /// </summary>
     public void Restore()
     {
         var now = time.GetUtcNow();
@@ -49,18 +52,17 @@ internal sealed partial class DashboardEntries(
                 continue;
             }
 
-            // Too old to serve even stale (see Read): restored, it would answer "unavailable" until its refresh came,
+            // Too old to serve even stale (see Read): restored, it would answer "unavailable" until its reload came,
             // where a first read of a new entry loads at once.
-            var age = now - snapshot.AsOf;
-            if (age > view.Ttl && age > options.MaxStaleDuration)
+            if (now - snapshot.AsOf > options.MaxStaleDuration)
             {
                 continue;
             }
 
-            // Answer from the stored snapshot at once, and refresh it soon (within a second, spread):
-            // changes made while the grain was inactive were announced to nobody.
+            // Answer from the stored snapshot at once, marked stale, and reload it soon (within a second, spread).
             var entry = Add(view, bound.Key);
             entry.Snapshot = snapshot;
+            entry.Restored = true;
             Schedule(entry, TimeSpan.FromSeconds(Random.Shared.NextDouble()));
         }
     }
@@ -292,6 +294,7 @@ internal sealed partial class DashboardEntries(
                 var previous = entry.Snapshot;
                 entry.Snapshot = NewSnapshot(previous, data, startedAt, Math.Max(includesLsn, previous?.Lsn ?? 0));
                 entry.Failures = 0;
+                entry.Restored = false;
                 if (entry.Snapshot.ContentHash != previous?.ContentHash)
                 {
                     RequestWrite();
@@ -361,7 +364,7 @@ internal sealed partial class DashboardEntries(
         }
 
         var age = now - snapshot.AsOf;
-        var stale = entry.Failures > 0 || age > entry.View.Ttl;
+        var stale = entry.Restored || entry.Failures > 0 || age > entry.View.Ttl;
         return stale && age > options.MaxStaleDuration
             ? new DashboardResult(null, Stale: true, nextRefreshIn, Version: entry.Version)
             : new DashboardResult(snapshot, stale, nextRefreshIn, Version: entry.Version);
@@ -497,6 +500,9 @@ internal sealed partial class DashboardEntries(
 
         /// <summary>Consecutive failed loads; the snapshot is stale while this is not zero.</summary>
         public int Failures { get; set; }
+
+        /// <summary>The snapshot came from grain storage and no load has succeeded since: it is stale (see <see cref="Restore"/>).</summary>
+        public bool Restored { get; set; }
 
         public DateTimeOffset LastReadAt { get; set; } = createdAt;
 

@@ -70,13 +70,21 @@ internal sealed class LiveStream(ViewRead[] reads) : IResult, IEndpointMetadataP
             }
 
             // First events: an entry another stream already watches has its newest answer; otherwise one read that
-            // watches it (and so also renews its watch from now on).
+            // watches it (and so also renews its watch from now on). The reads run together, as a batch's do, so the
+            // first events come within one read's bound (ApiOptions.GrainRetryTimeout), not one per view.
             var reader = services.GetRequiredService<DashboardReader>();
+            var asked = new Task<ViewAnswer>?[reads.Length];
+            for (var i = 0; i < reads.Length; i++)
+            {
+                asked[i] = watched[i].CurrentFrame() is null
+                    ? reader.AskGrainAsync(reads[i], watched[i].Key, watch: true, ends.Token).AsTask()
+                    : null;
+            }
+
             var sent = new string?[reads.Length];
             for (var i = 0; i < reads.Length; i++)
             {
-                var frame = watched[i].CurrentFrame()
-                    ?? LiveFrame.Of(reads[i], await reader.AskGrainAsync(reads[i], watched[i].Key, watch: true, ends.Token));
+                var frame = asked[i] is { } answer ? LiveFrame.Of(reads[i], await answer) : watched[i].CurrentFrame()!;
                 sent[i] = await WriteAsync(response, frame, ends.Token);
             }
 
