@@ -120,6 +120,11 @@ public sealed class NetworkFaultTests(FaultLab lab, ITestOutputHelper output) : 
             $"{(declaredDead is { } d ? $"{d.TotalSeconds:F1} s" : "–")} |");
         output.WriteLine(row);
         output.WriteLine($"{name}: {verdict}; {workload.History.Writes} writes; switch {lab.Network.Counts}; membership at the heal: {string.Join(", ", membership.Select(p => $"{p.Key} {p.Value}"))}");
+        foreach (var process in cluster.Processes)
+        {
+            await File.WriteAllTextAsync(Path.Combine(Path.GetTempPath(), $"fault-{name[..1]}-{process.Name}.log"), process.Output);
+        }
+
         return new ScenarioRun(workload.History, verdict, faultStart, healed, declaredDead, expectedDead, cluster);
     }
 
