@@ -73,6 +73,9 @@ public sealed class SiloProcess : IAsyncDisposable
         return process;
     }
 
+    /// <summary>Whether the process has ended (killed, stopped, or stopped itself).</summary>
+    public bool HasExited => _process.HasExited;
+
     public string Output
     {
         get
