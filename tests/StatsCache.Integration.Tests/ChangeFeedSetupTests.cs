@@ -62,6 +62,7 @@ public sealed class ChangeFeedSetupTests(TestDatabase db)
 
             Assert.True(await ScalarAsync<bool>(data, "select rolreplication and rolcanlogin from pg_roles where rolname = @role", ("role", role)));
             Assert.True(await ScalarAsync<bool>(data, "select has_table_privilege(@role, 'orders', 'select')", ("role", role)));
+            Assert.True(await ScalarAsync<bool>(data, "select pg_has_role(@role, 'pg_read_all_stats', 'usage')", ("role", role)));
             Assert.Equal((long)Catalog.Tables.Count, await ScalarAsync<long>(data, "select count(*) from pg_publication_tables where pubname = 'statscache'"));
         }
         finally

@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Net;
 using System.Net.Http.Json;
 using System.Text.Json;
+using StatsCache.Changes;
 using StatsCache.WebHost.Setup;
 using Xunit.Abstractions;
 
@@ -479,6 +480,136 @@ public sealed class ClusterTests(TestDatabase db, ITestOutputHelper output)
         Assert.True(tookOver < TimeSpan.FromSeconds(5), $"The survivor took the slot {tookOver.TotalSeconds:F1} s after the kill.");
     }
 
+    [Fact]
+    public async Task HangingTheSiloThatStreamsTheSlotHandsTheFeedOverAfterItsSilenceAndTheWokenSiloStandsBy()
+    {
+        var defaults = new ChangeFeedOptions();
+        var settings = ClusterSettings();
+        var slot = settings["StatsCache:Changes:SlotName"];
+        var metricsPorts = new[] { StatsCacheFactory.FreePort(), StatsCacheFactory.FreePort() };
+        await using var silos = await StartActiveSilosAsync(settings, [.. metricsPorts.Select(port => new Dictionary<string, string>(settings)
+        {
+            ["Observability:SiloMetricsPort"] = port.ToString(CultureInfo.InvariantCulture),
+        })]);
+        settings["StatsCache:RequestLimit:IsEnabled"] = "false";
+        await using var web = ClientWebHost(settings);
+        var site = await db.NewWebsiteAsync();
+        var clients = new List<long>();
+        for (var i = 0; i < 30; i++)
+        {
+            clients.Add(await db.NewUserAsync(site, "client"));
+        }
+
+        var http = clients.ToDictionary(c => c, c => web.ClientFor(site, "client", c));
+        await Task.WhenAll(clients.Select(c => GetClientStatsAsync(http[c], c))); // every client's grain active, on either silo
+        await WaitUntilAsync(() => Task.FromResult(HolderOf(silos) is not null), "a silo streaming the slot");
+        var holder = HolderOf(silos)!.Value;
+        var survivor = 1 - holder;
+        using var scrape = new HttpClient();
+
+        // An idle, healthy holder is left alone: its status updates keep its WAL sender's reply_time moving.
+        var quiet = Stopwatch.StartNew();
+        using (var look = new PeriodicTimer(TimeSpan.FromMilliseconds(200)))
+        {
+            while (quiet.Elapsed < 2 * defaults.HolderSilenceTimeout + defaults.SlotRetryDuration && await look.WaitForNextTickAsync())
+            {
+                Assert.DoesNotContain(SilentHolderMessage, silos.OutputOf(survivor), StringComparison.Ordinal);
+                Assert.DoesNotContain(HoldingMessage, silos.OutputOf(survivor), StringComparison.Ordinal);
+            }
+        }
+
+        var survivorBefore = await scrape.GetStringAsync($"http://127.0.0.1:{metricsPorts[survivor]}/metrics");
+
+        // 200 orders a second over the clients, from four writers; the slot's silo is hung (SIGSTOP) once 400 are in.
+        using var stopWriting = new CancellationTokenSource();
+        var written = 0;
+        var writers = Enumerable.Range(0, 4).Select(w => Task.Run(async () =>
+        {
+            using var pace = new PeriodicTimer(TimeSpan.FromMilliseconds(20));
+            for (var n = w; !stopWriting.IsCancellationRequested; n += 4)
+            {
+                await InsertOrderAsync(site, clients[n % clients.Count], price: 1m);
+                Interlocked.Increment(ref written);
+                await pace.WaitForNextTickAsync();
+            }
+        })).ToList();
+        await WaitUntilAsync(() => Task.FromResult(Volatile.Read(ref written) >= 400), "400 orders written");
+        await silos.SignalAsync(holder, "STOP");
+        var stopped = Stopwatch.StartNew();
+        try
+        {
+            await WaitUntilAsync(() => Task.FromResult(silos.OutputOf(survivor).Contains(HoldingMessage, StringComparison.Ordinal)), "the survivor taking the slot");
+            var tookOver = stopped.Elapsed;
+            var writtenAtTakeover = Volatile.Read(ref written);
+            await WaitUntilAsync(() => Task.FromResult(Volatile.Read(ref written) >= writtenAtTakeover + 200), "200 more orders after the takeover");
+            await stopWriting.CancelAsync();
+            await Task.WhenAll(writers);
+
+            // Every write's effect shows while the old holder is still hung (its grains reactivate on the survivor once the
+            // cluster declares it dead; until then reads of them fail and are tried again).
+            var visible = Stopwatch.StartNew();
+            await Task.WhenAll(clients.Select(async client =>
+            {
+                var expected = await ScalarAsync<decimal>("select coalesce(sum(price), 0) from orders where client_id = @c", ("c", client));
+                await WaitUntilAsync(async () => await TrySpentAsync(http[client]) == expected, $"client {client}'s {expected} visible");
+            }));
+
+            var survivorAfter = await scrape.GetStringAsync($"http://127.0.0.1:{metricsPorts[survivor]}/metrics");
+            output.WriteLine($"{written} orders written; the survivor took the slot {tookOver.TotalMilliseconds:F0} ms after SIGSTOP of its holder " +
+                $"(HolderSilenceTimeout {defaults.HolderSilenceTimeout.TotalSeconds} s); all visible {visible.Elapsed.TotalMilliseconds:F0} ms after the writes stopped");
+            Assert.Contains($"The holder of replication slot {slot} sent nothing for", silos.OutputOf(survivor), StringComparison.Ordinal);
+            Assert.Equal(MetricValue(survivorBefore, "statscache_changes_silent_holders_total") + 1, MetricValue(survivorAfter, "statscache_changes_silent_holders_total"));
+            Assert.Equal(MetricValue(survivorBefore, "statscache_changes_takeovers_total") + 1, MetricValue(survivorAfter, "statscache_changes_takeovers_total"));
+            Assert.Equal(MetricValue(survivorBefore, "statscache_changes_total", "table=\"all\""), MetricValue(survivorAfter, "statscache_changes_total", "table=\"all\""));
+
+            // The last status update may precede the stop by one status interval, the survivor's first look at it follow it by
+            // one retry; then a second for the stream to start and be seen holding the slot.
+            var bound = defaults.HolderSilenceTimeout + defaults.SlotRetryDuration + ChangeFeedOptions.StatusUpdateInterval + defaults.SlotRetryDuration + TimeSpan.FromSeconds(1);
+            Assert.True(tookOver < bound, $"The survivor took the slot {tookOver.TotalSeconds:F1} s after SIGSTOP of its holder (bound {bound.TotalSeconds} s).");
+        }
+        finally
+        {
+            await silos.SignalAsync(holder, "CONT");
+        }
+
+        // Woken, the old holder finds its stream ended by PostgreSQL and stands by (or, declared dead by the cluster while
+        // hung, stops itself as Orleans does): it never streams again, and the survivor keeps the slot.
+        var outputAtWake = silos.OutputOf(holder).Length;
+        await WaitUntilAsync(
+            () => Task.FromResult(silos.HasExited(holder) || silos.OutputOf(holder)[outputAtWake..].Contains(StreamFailedMessage, StringComparison.Ordinal)),
+            "the woken silo to find its stream ended");
+        var afterWake = Stopwatch.StartNew();
+        using (var look = new PeriodicTimer(TimeSpan.FromMilliseconds(200)))
+        {
+            while (afterWake.Elapsed < 3 * defaults.SlotRetryDuration && await look.WaitForNextTickAsync())
+            {
+                Assert.DoesNotContain(HoldingMessage, silos.OutputOf(holder)[outputAtWake..], StringComparison.Ordinal);
+                Assert.Equal(1, await ScalarAsync<long>("select count(*) from pg_replication_slots where slot_name = @slot and active", ("slot", slot)));
+            }
+        }
+
+        Assert.Equal(1, MetricValue(await scrape.GetStringAsync($"http://127.0.0.1:{metricsPorts[survivor]}/metrics"), "statscache_changes_slot_held"));
+        if (!silos.HasExited(holder))
+        {
+            Assert.Equal(0, MetricValue(await scrape.GetStringAsync($"http://127.0.0.1:{metricsPorts[holder]}/metrics"), "statscache_changes_slot_held"));
+        }
+
+        output.WriteLine(silos.HasExited(holder) ? "the woken silo stopped itself (declared dead while hung)" : "the woken silo stands by");
+    }
+
+    // A client's total spent, or null while its dashboard cannot be read (its silo hung and not yet declared dead).
+    private static async Task<decimal?> TrySpentAsync(HttpClient http)
+    {
+        var response = await http.GetAsync("/api/dashboards/client-stats");
+        return response.StatusCode == HttpStatusCode.OK
+            ? (await response.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("data").GetProperty("summary").GetProperty("total_spent").GetDecimal()
+            : null;
+    }
+
+    private const string SilentHolderMessage = "sent nothing for";
+
+    private const string StreamFailedMessage = "The change feed's replication stream failed";
+
     private const string HoldingMessage = "This silo streams replication slot";
 
     private static int? HolderOf(SiloGroup silos) =>
@@ -638,6 +769,8 @@ public sealed class ClusterTests(TestDatabase db, ITestOutputHelper output)
         public Task SignalAsync(int index, string signal) => _silos[index].SignalAsync(signal);
 
         public string OutputOf(int index) => _silos[index].Output;
+
+        public bool HasExited(int index) => _silos[index].HasExited;
 
         public Task<int[]> StopAllAsync() => Task.WhenAll(_silos.Select(s => s.StopAsync()));
 

@@ -13,6 +13,7 @@ public sealed class ChangeFeedMetrics
     private readonly Counter<long> _transactions;
     private readonly Counter<long> _takeovers;
     private readonly Counter<long> _slotInvalidations;
+    private readonly Counter<long> _silentHolders;
     private long _lagBytes = -1;
     private double _lagSeconds = -1;
     private int _held;
@@ -25,6 +26,8 @@ public sealed class ChangeFeedMetrics
         _takeovers = meter.CreateCounter<long>("statscache.changes.takeovers", "{takeover}", "Times this silo took the replication slot (at start, or after its holder died).");
         _slotInvalidations = meter.CreateCounter<long>(
             "statscache.changes.slot.invalidations", "{slot}", "Replication slots PostgreSQL had invalidated (WAL removed past max_slot_wal_keep_size), recreated with a refresh of every entry.");
+        _silentHolders = meter.CreateCounter<long>(
+            "statscache.changes.silent_holders", "{holder}", "Silent holders of the slot (hung, or cut off from PostgreSQL) whose WAL sender this silo ended to take the slot.");
         meter.CreateObservableGauge("statscache.changes.slot.held", () => Volatile.Read(ref _held), "{slot}", "1 on the silo streaming the replication slot, 0 on the others.");
         meter.CreateObservableGauge("statscache.changes.lag.bytes", ObserveLagBytes, "By", "WAL written since the position the feed confirmed (what the slot keeps), on the slot's silo.");
         meter.CreateObservableGauge("statscache.changes.lag.seconds", ObserveLagSeconds, "s", "Age of the oldest commit received but not yet delivered to every silo, on the slot's silo.");
@@ -37,6 +40,8 @@ public sealed class ChangeFeedMetrics
     public void TookOver() => _takeovers.Add(1);
 
     public void SlotInvalidated() => _slotInvalidations.Add(1);
+
+    public void SilentHolderEnded() => _silentHolders.Add(1);
 
     public void Holding(bool held)
     {

@@ -181,7 +181,9 @@ public sealed class ChangeFeedSchema(DashboardCatalog catalog, ChangeFeedOptions
 
     private string Role(string role) => $"""
         -- A role for StatsCache's connection (ConnectionStrings:Stats): REPLICATION to stream the slot, SELECT on the tables
-        -- the views read. Give it a password yourself (ALTER ROLE {role} PASSWORD ...), never in this file.
+        -- the views read, pg_read_all_stats to see in pg_stat_replication when the slot's holder last spoke (a silo ends the
+        -- WAL sender of a silent holder, which a role may do to its own sessions, to take over). Give it a password
+        -- yourself (ALTER ROLE {role} PASSWORD ...), never in this file.
         do $statscache$
         begin
             if not exists (select 1 from pg_roles where rolname = '{role}') then
@@ -192,6 +194,7 @@ public sealed class ChangeFeedSchema(DashboardCatalog catalog, ChangeFeedOptions
         end
         $statscache$;
         grant select on {TableList} to {role};
+        grant pg_read_all_stats to {role};
 
         """;
 

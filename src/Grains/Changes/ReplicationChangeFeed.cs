@@ -19,6 +19,9 @@ namespace StatsCache.Changes;
 /// <c>tables</c>), coalesces them (<see cref="ChangeSet"/>), delivers them to every silo (<see cref="ChangeDelivery"/>) and
 /// confirms a WAL position to PostgreSQL only once every silo has received the changes up to it: a restarted or new
 /// holder resumes there, so nothing is lost and nothing but the missed changes is reloaded.
+/// A holder that is alive but silent (hung, or cut off from PostgreSQL) would keep the slot until the server's
+/// <c>wal_sender_timeout</c>: a standby that sees its WAL sender hear nothing from it for
+/// <see cref="ChangeFeedOptions.HolderSilenceTimeout"/> ends that WAL sender and takes the slot.
 /// </summary>
 public sealed partial class ReplicationChangeFeed(
     IConfiguration configuration,
@@ -48,6 +51,10 @@ public sealed partial class ReplicationChangeFeed(
     private readonly TimeProvider _time = time;
     private readonly ILogger<ReplicationChangeFeed> _logger = logger;
     private Session? _session;
+
+    // The slot's holder as this standby last saw it, and since when (this silo's clock) it has been that way.
+    private HolderSighting? _sighting;
+    private bool _warnedHiddenHolder;
 
     public override async Task StartAsync(CancellationToken cancellationToken)
     {
@@ -99,12 +106,13 @@ public sealed partial class ReplicationChangeFeed(
             try
             {
                 var slot = await SlotStateAsync(stoppingToken);
-                if (slot is { ActivePid: not null, Lost: false })
+                if (slot is { ActivePid: not null, Lost: false } && !await EndedSilentHolderAsync(slot, stoppingToken))
                 {
                     await Task.Delay(_options.SlotRetryDuration, _time, stoppingToken); // another silo holds it
                     continue;
                 }
 
+                _sighting = null;
                 await CheckDatabaseAsync(stoppingToken);
                 await StreamAsync(slot, stoppingToken);
                 delay = TimeSpan.FromMilliseconds(100);
@@ -199,16 +207,91 @@ public sealed partial class ReplicationChangeFeed(
         }
     }
 
+    // The slot, and the WAL sender streaming it: when it last heard from its client (reply_time, the client's clock; null
+    // before the first status update, or when this role may not see it: pg_stat_replication shows others' details only to
+    // pg_read_all_stats), and whether it waits on the client now. Waiting for WAL or to write, a WAL sender reads every reply
+    // as it comes; busy decoding one large transaction, it reads them only every wal_sender_timeout/2, so a stale reply_time
+    // means a silent client only while it waits.
     private async Task<SlotState?> SlotStateAsync(CancellationToken cancellationToken)
     {
         await using var command = dataSource.CreateCommand(
-            "select active_pid, wal_status = 'lost', pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint " +
-            "from pg_replication_slots where slot_name = @slot and database = current_database()");
+            "select s.active_pid, s.wal_status = 'lost', pg_wal_lsn_diff(pg_current_wal_lsn(), s.confirmed_flush_lsn)::bigint, " +
+            "r.reply_time, r.pid is not null and r.state is null, coalesce(a.wait_event_type = 'Client' or a.wait_event = 'WalSenderMain', false) " +
+            "from pg_replication_slots s left join pg_stat_replication r on r.pid = s.active_pid left join pg_stat_activity a on a.pid = s.active_pid " +
+            "where s.slot_name = @slot and s.database = current_database()");
         command.Parameters.AddWithValue("slot", _options.SlotName);
         await using var reader = await command.ExecuteReaderAsync(cancellationToken);
         return await reader.ReadAsync(cancellationToken)
-            ? new SlotState(reader.IsDBNull(0) ? null : reader.GetInt32(0), !reader.IsDBNull(1) && reader.GetBoolean(1), reader.IsDBNull(2) ? null : reader.GetInt64(2))
+            ? new SlotState(
+                reader.IsDBNull(0) ? null : reader.GetInt32(0),
+                !reader.IsDBNull(1) && reader.GetBoolean(1),
+                reader.IsDBNull(2) ? null : reader.GetInt64(2),
+                reader.IsDBNull(3) ? null : reader.GetFieldValue<DateTime>(3),
+                !reader.IsDBNull(4) && reader.GetBoolean(4),
+                reader.GetBoolean(5))
             : null;
+    }
+
+    /// <summary>
+    /// On a standby that found the slot held: whether its holder has been silent for <see cref="ChangeFeedOptions.HolderSilenceTimeout"/>
+    /// and this silo ended its WAL sender (the slot is then free to take). Silence is timed on this silo's clock, from the
+    /// first look that saw the WAL sender's last reply as it is now, so clocks that disagree between machines do not matter.
+    /// </summary>
+    private async Task<bool> EndedSilentHolderAsync(SlotState slot, CancellationToken cancellationToken)
+    {
+        var pid = slot.ActivePid!.Value;
+        if (slot.DetailsHidden)
+        {
+            if (!_warnedHiddenHolder)
+            {
+                _warnedHiddenHolder = true;
+                LogHolderHidden(_logger, _options.SlotName);
+            }
+
+            return false;
+        }
+
+        var previous = _sighting;
+        if (previous is null || previous.Pid != pid || previous.ReplyTime != slot.ReplyTime)
+        {
+            _sighting = new HolderSighting(pid, slot.ReplyTime, _time.GetTimestamp(), slot.WaitingOnClient);
+            return false;
+        }
+
+        _sighting = previous with { WaitingOnClient = slot.WaitingOnClient };
+        var silence = _time.GetElapsedTime(previous.Since);
+
+        // Waiting on its client at two looks in a row: a reply that arrived between the two reads of one look is not missed.
+        if (silence < _options.HolderSilenceTimeout || !slot.WaitingOnClient || !previous.WaitingOnClient)
+        {
+            return false;
+        }
+
+        // Only if that WAL sender still holds the slot and has still heard nothing; waits (up to 5 s) until it has exited.
+        await using var command = dataSource.CreateCommand(
+            "select pg_terminate_backend(s.active_pid, 5000) from pg_replication_slots s join pg_stat_replication r on r.pid = s.active_pid " +
+            "where s.slot_name = @slot and s.database = current_database() and s.active_pid = @pid and r.reply_time is not distinct from @reply");
+        command.Parameters.AddWithValue("slot", _options.SlotName);
+        command.Parameters.AddWithValue("pid", pid);
+        command.Parameters.Add(new NpgsqlParameter("reply", NpgsqlDbType.TimestampTz) { Value = (object?)slot.ReplyTime ?? DBNull.Value });
+        try
+        {
+            if (await command.ExecuteScalarAsync(cancellationToken) is not true)
+            {
+                return false; // it spoke, or another silo ended it first: look again
+            }
+        }
+        catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.InsufficientPrivilege)
+        {
+            LogCannotEndHolder(_logger, _options.SlotName, pid, e.MessageText);
+            _sighting = null;
+            return false;
+        }
+
+        LogEndedSilentHolder(_logger, _options.SlotName, pid, silence);
+        _metrics.SilentHolderEnded();
+        _sighting = null;
+        return true;
     }
 
     private async Task StreamAsync(SlotState? slot, CancellationToken stoppingToken)
@@ -216,11 +299,17 @@ public sealed partial class ReplicationChangeFeed(
         var connectionString = new NpgsqlConnectionStringBuilder(configuration.GetConnectionString(GrainServiceExtensions.StatsConnectionName))
         {
             ApplicationName = NotifyChangeFeed.ApplicationName,
-            KeepAlive = 10,
         };
         await using var connection = new LogicalReplicationConnection(connectionString.ConnectionString)
         {
-            WalReceiverStatusInterval = TimeSpan.FromSeconds(1),
+            // Often, so that a standby can tell a live holder from a silent one by its WAL sender's reply_time.
+            WalReceiverStatusInterval = ChangeFeedOptions.StatusUpdateInterval,
+
+            // A link that is gone: nothing from the server for this long ends the stream, and this silo reconnects (as a
+            // standby, if another took the slot meanwhile). Half-way, Npgsql sends a status update that asks for a reply,
+            // which an idle server answers at once; a server busy decoding one large transaction reads replies (and sends
+            // its keepalive) only every wal_sender_timeout/2, so the bound is the server's own wal_sender_timeout.
+            WalReceiverTimeout = await WalSenderTimeoutAsync(stoppingToken),
         };
         await connection.Open(stoppingToken);
 
@@ -265,6 +354,15 @@ public sealed partial class ReplicationChangeFeed(
         }
     }
 
+    // The server's wal_sender_timeout (60 s by default), or 60 s where it is off.
+    private async Task<TimeSpan> WalSenderTimeoutAsync(CancellationToken cancellationToken)
+    {
+        await using var command = dataSource.CreateCommand("select setting::integer from pg_settings where name = 'wal_sender_timeout'");
+        return await command.ExecuteScalarAsync(cancellationToken) is int milliseconds && milliseconds > 0
+            ? TimeSpan.FromMilliseconds(milliseconds)
+            : TimeSpan.FromSeconds(60);
+    }
+
     private async Task DelayAsync(TimeSpan delay, CancellationToken cancellationToken)
     {
         try
@@ -303,7 +401,22 @@ public sealed partial class ReplicationChangeFeed(
     [LoggerMessage(Level = LogLevel.Debug, Message = "Ignored a logical decoding message with prefix {Prefix} that is not a change notice")]
     private static partial void LogIgnoredMessage(ILogger logger, string prefix);
 
-    private sealed record SlotState(int? ActivePid, bool Lost, long? LagBytes);
+    [LoggerMessage(Level = LogLevel.Warning,
+        Message = "The holder of replication slot {Slot} sent nothing for {Silence} (its WAL sender, pid {Pid}, waited on it): ended that WAL sender to take the slot")]
+    private static partial void LogEndedSilentHolder(ILogger logger, string slot, int pid, TimeSpan silence);
+
+    [LoggerMessage(Level = LogLevel.Warning,
+        Message = "Cannot end the silent holder of replication slot {Slot} (WAL sender pid {Pid}): {Reason} Waiting for PostgreSQL's wal_sender_timeout instead")]
+    private static partial void LogCannotEndHolder(ILogger logger, string slot, int pid, string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning,
+        Message = "Cannot see when the holder of replication slot {Slot} last spoke (pg_stat_replication shows it only to pg_read_all_stats): " +
+            "a hung holder keeps the slot until wal_sender_timeout; grant pg_read_all_stats to this role (see `webhost setup --print-sql`)")]
+    private static partial void LogHolderHidden(ILogger logger, string slot);
+
+    private sealed record SlotState(int? ActivePid, bool Lost, long? LagBytes, DateTime? ReplyTime, bool DetailsHidden, bool WaitingOnClient);
+
+    private sealed record HolderSighting(int Pid, DateTime? ReplyTime, long Since, bool WaitingOnClient);
 
     /// <summary>A table's columns as the stream sends them, with the positions of the ones changes are routed by.</summary>
     private sealed class Relation(TableDefinition table, int siteColumn, int[] userColumns)
