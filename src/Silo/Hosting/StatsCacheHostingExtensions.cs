@@ -88,11 +88,17 @@ public static class StatsCacheHostingExtensions
 
         // Declare a dead silo dead in seconds, not the default tens of seconds: until then calls to its
         // grains are rejected (the web host retries them). Two missed probes of 2 s each; the votes
-        // needed stay at Orleans' default (capped by Orleans at half the active silos).
+        // needed stay at Orleans' default (two, capped by Orleans at half the active silos: one of two silos
+        // decides alone, which is why a cluster that must survive partitions has three).
+        // No connection liveness check: it withholds a vote while the suspect's connection still brings
+        // messages, for MaxProbeTimeout x NumMissedProbesLimit (16 s here). A silo cut off one way (it can
+        // send, nothing reaches it) keeps sending, so it was never voted dead and its grains stayed unreachable
+        // (docs/faults.md, network faults).
         silo.Configure<ClusterMembershipOptions>(o =>
         {
             o.ProbeTimeout = TimeSpan.FromSeconds(2);
             o.NumMissedProbesLimit = 2;
+            o.EnableConnectionLivenessCheck = false;
         });
 
         if (orleans.Storage == OrleansStorage.AdoNet)
