@@ -14,6 +14,11 @@ public sealed class SiloProcess : IAsyncDisposable
 
     public required int GatewayPort { get; init; }
 
+    /// <summary>The silo-to-silo port: with the advertised address, the silo's row in the membership table (one per generation).</summary>
+    public required int SiloPort { get; init; }
+
+    public bool HasExited => _process.HasExited;
+
     public required string ClusterId { get; init; }
 
     /// <summary>
@@ -50,6 +55,7 @@ public sealed class SiloProcess : IAsyncDisposable
         var process = new SiloProcess(Process.Start(start)!)
         {
             GatewayPort = int.Parse(start.Environment["Orleans__GatewayPort"]!, CultureInfo.InvariantCulture),
+            SiloPort = int.Parse(start.Environment["Orleans__SiloPort"]!, CultureInfo.InvariantCulture),
             ClusterId = start.Environment["Orleans__ClusterId"]!,
         };
         process._process.OutputDataReceived += (_, e) => process.OnOutput(e.Data);
