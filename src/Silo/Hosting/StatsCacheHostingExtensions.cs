@@ -88,11 +88,13 @@ public static class StatsCacheHostingExtensions
 
         // Declare a dead silo dead in seconds, not the default tens of seconds: until then calls to its
         // grains are rejected (the web host retries them). Two missed probes of 2 s each; the votes
-        // needed stay at Orleans' default (capped by Orleans at half the active silos).
+        // needed stay at Orleans' default (capped by Orleans at half the active silos). The table read every 10 s, not
+        // every minute: a silo voted dead while cut off learns it within seconds of the heal and rejoins (docs/cluster.md).
         silo.Configure<ClusterMembershipOptions>(o =>
         {
             o.ProbeTimeout = TimeSpan.FromSeconds(2);
             o.NumMissedProbesLimit = 2;
+            o.TableRefreshTimeout = TimeSpan.FromSeconds(10);
         });
 
         if (orleans.Storage == OrleansStorage.AdoNet)
