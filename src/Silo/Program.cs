@@ -7,11 +7,14 @@ namespace StatsCache.Silo;
 // second global Program would clash with the web host's in the tests' WebApplicationFactory<Program>.
 internal static class Program
 {
-    public static async Task Main(string[] args)
+    // One host per silo generation: a silo the cluster declared dead (a partition, a long pause) stops, and the
+    // process starts a new one on the same ports instead of ending (docs/cluster.md).
+    public static Task<int> Main(string[] args) => SiloRejoinLoop.RunAsync(generation =>
     {
         var builder = Host.CreateApplicationBuilder(args);
         builder.UseOrleans(silo => silo.AddStatsCacheSilo(builder.Configuration));
         builder.AddStatsCacheSiloTelemetry();
-        await builder.Build().RunAsync();
-    }
+        builder.AddStatsCacheSiloRejoin(generation); // after UseOrleans: replaces Orleans' fatal error handler
+        return builder.Build();
+    });
 }

@@ -4,6 +4,7 @@ using System.Net;
 using System.Net.Http.Json;
 using System.Text.Json;
 using StatsCache.Changes;
+using StatsCache.Silo;
 using StatsCache.WebHost.Setup;
 using Xunit.Abstractions;
 
@@ -610,6 +611,99 @@ public sealed class ClusterTests(TestDatabase db, ITestOutputHelper output)
 
     private const string StreamFailedMessage = "The change feed's replication stream failed";
 
+    [Fact]
+    public async Task ASiloDeclaredDeadRejoinsAsANewSiloWithoutItsProcessEnding()
+    {
+        // The first silo exports its metrics, so its rejoin count and its new generation's reads can be read.
+        var settings = ClusterSettings();
+        var clusterId = settings["Orleans:ClusterId"];
+        var metricsPort = StatsCacheFactory.FreePort();
+        await using var silos = await StartActiveSilosAsync(settings, [new Dictionary<string, string>(settings)
+        {
+            ["Observability:SiloMetricsPort"] = metricsPort.ToString(CultureInfo.InvariantCulture),
+            ["Logging:Console:TimestampFormat"] = "HH:mm:ss.fff ", // its output, in a failure's message, shows where the time went
+        }, settings]);
+        var victim = silos[0];
+        await using var web = ClientWebHost(settings);
+        var site = await db.NewWebsiteAsync();
+        var users = new List<(long Id, decimal Spent)>();
+        for (var i = 1; i <= 30; i++)
+        {
+            var user = await db.NewUserAsync(site, "client");
+            await InsertOrderAsync(site, user, price: i + 0.5m);
+            users.Add((user, i + 0.5m));
+        }
+
+        await Task.WhenAll(users.Select(async u => Assert.Equal(u.Spent, (await GetClientStatsAsync(web, site, u.Id)).Spent)));
+        var firstGeneration = await ScalarAsync<int>(
+            "select Generation from OrleansMembershipTable where DeploymentId = @cluster and Port = @port and Status = 3",
+            ("cluster", clusterId), ("port", victim.SiloPort));
+
+        // The wrong side of a partition: SIGSTOP until the other silo has voted it dead (probes every 2 s, two missed), then heal.
+        await silos.SignalAsync(0, "STOP");
+        try
+        {
+            await WaitUntilAsync(
+                async () => await SiloStatusAsync(clusterId, victim.SiloPort, firstGeneration) == 6, "the other silo declaring the stopped one dead");
+        }
+        finally
+        {
+            await silos.SignalAsync(0, "CONT");
+        }
+
+        var healed = Stopwatch.StartNew();
+        try
+        {
+            await WaitUntilAsync(
+                async () => await ScalarAsync<long>(
+                    "select count(*) from OrleansMembershipTable where DeploymentId = @cluster and Port = @port and Generation > @generation and Status = 3",
+                    ("cluster", clusterId), ("port", victim.SiloPort), ("generation", firstGeneration)) == 1,
+                "the same address and port active again with a newer generation");
+        }
+        catch (TimeoutException e)
+        {
+            throw new TimeoutException($"{e.Message} The silo's output:{Environment.NewLine}{victim.Output}", e);
+        }
+
+        var rejoined = healed.Elapsed;
+        Assert.False(victim.HasExited, $"The silo process exited:{Environment.NewLine}{victim.Output}");
+        await WaitUntilAsync(async () => await ActiveSilosAsync(clusterId) == 2, "two silos active");
+
+        // Every user reads right through the cluster; new users' grains are placed on either silo, the rejoined one too.
+        await Task.WhenAll(users.Select(async u => Assert.Equal(u.Spent, (await GetClientStatsAsync(web, site, u.Id)).Spent)));
+        using var scrape = new HttpClient();
+        var newUsers = 0;
+        await WaitUntilAsync(async () =>
+        {
+            var user = await db.NewUserAsync(site, "client");
+            newUsers++;
+            Assert.Equal(0m, (await GetClientStatsAsync(web, site, user)).Spent);
+            return MetricValue(await scrape.GetStringAsync($"http://127.0.0.1:{metricsPort}/metrics"), "statscache_reads_total") > 0;
+        }, "a new user's grain on the rejoined silo");
+
+        var metrics = await scrape.GetStringAsync($"http://127.0.0.1:{metricsPort}/metrics");
+        output.WriteLine($"declared dead to active again: {rejoined.TotalMilliseconds:F0} ms after the heal; the {newUsers}th new user's grain was on the rejoined silo");
+        Assert.Equal(1, MetricValue(metrics, "statscache_silo_rejoins_total"));
+        Assert.True(rejoined < TimeSpan.FromSeconds(15), $"The silo was active again {rejoined.TotalSeconds:F1} s after the heal:{Environment.NewLine}{victim.Output}");
+
+        Assert.Equal(0, await victim.StopAsync());
+        var log = victim.Output;
+        output.WriteLine(string.Join(Environment.NewLine, log.Split('\n').Where(line => line.Contains("stopped in", StringComparison.Ordinal))));
+        Assert.Single(log.Split('\n'), line => line.Contains(RejoiningFatalErrorHandler.DeclaredDeadMessage, StringComparison.Ordinal));
+        Assert.DoesNotContain("FailFast", log, StringComparison.Ordinal);
+        Assert.DoesNotContain("FATAL EXCEPTION", log, StringComparison.Ordinal);
+    }
+
+    private async Task<int?> SiloStatusAsync(string clusterId, int port, int generation)
+    {
+        await using var command = db.DataSource.CreateCommand(
+            "select Status from OrleansMembershipTable where DeploymentId = @cluster and Port = @port and Generation = @generation");
+        command.Parameters.AddWithValue("cluster", clusterId);
+        command.Parameters.AddWithValue("port", port);
+        command.Parameters.AddWithValue("generation", generation);
+        return (int?)await command.ExecuteScalarAsync();
+    }
+
     private const string HoldingMessage = "This silo streams replication slot";
 
     private static int? HolderOf(SiloGroup silos) =>
@@ -771,6 +865,7 @@ public sealed class ClusterTests(TestDatabase db, ITestOutputHelper output)
         public string OutputOf(int index) => _silos[index].Output;
 
         public bool HasExited(int index) => _silos[index].HasExited;
+        public ServiceProcess this[int index] => _silos[index];
 
         public Task<int[]> StopAllAsync() => Task.WhenAll(_silos.Select(s => s.StopAsync()));
 

@@ -94,11 +94,14 @@ public static class StatsCacheHostingExtensions
         // messages, for MaxProbeTimeout x NumMissedProbesLimit (16 s here). A silo cut off one way (it can
         // send, nothing reaches it) keeps sending, so it was never voted dead and its grains stayed unreachable
         // (docs/faults.md, network faults).
+        // The table read every 10 s, not every minute: a silo voted dead while cut off learns it within seconds of the heal
+        // and rejoins (docs/cluster.md).
         silo.Configure<ClusterMembershipOptions>(o =>
         {
             o.ProbeTimeout = TimeSpan.FromSeconds(2);
             o.NumMissedProbesLimit = 2;
             o.EnableConnectionLivenessCheck = false;
+            o.TableRefreshTimeout = TimeSpan.FromSeconds(10);
         });
 
         if (orleans.Storage == OrleansStorage.AdoNet)

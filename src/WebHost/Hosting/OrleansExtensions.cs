@@ -18,6 +18,8 @@ public static class OrleansExtensions
         var orleans = builder.Configuration.GetSection(OrleansHostingOptions.SectionName).Get<OrleansHostingOptions>() ?? new();
         if (orleans.Mode == OrleansMode.CoHosted)
         {
+            // Orleans' default fatal error handler (FailFast) stays here, unlike the silo process's rejoin
+            // (src/Silo/Hosting/SiloRejoin.cs): a cluster of one silo is never voted dead by another.
             builder.UseOrleans(silo => silo.AddStatsCacheSilo(builder.Configuration));
         }
         else
