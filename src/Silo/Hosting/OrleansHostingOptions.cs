@@ -70,11 +70,12 @@ public sealed class OrleansHostingOptions
     public string AdvertisedAddress { get; set; } = "127.0.0.1";
 
     /// <summary>
-    /// How long a client's (the web host's) connection to a gateway may stay silent after the client sent something on it
-    /// before the client drops it and connects again: after a partition heals, TCP's own retries may take tens of seconds.
+    /// How long data sent on an Orleans connection (silo to silo, web host to gateway) may stay unacknowledged before the
+    /// connection is dropped and made again (TCP_USER_TIMEOUT): after a partition TCP's own retries may take minutes,
+    /// and a connection that has lost one direction only looks alive above TCP.
     /// </summary>
     [Range(typeof(TimeSpan), "00:00:01", "00:10:00")]
-    public TimeSpan ConnectionSilenceTimeout { get; set; } = TimeSpan.FromSeconds(5);
+    public TimeSpan DeadConnectionTimeout { get; set; } = TimeSpan.FromSeconds(5);
 
     /// <summary>
     /// Under Kubernetes: take the silo's name, address and cluster identity from the pod

@@ -104,6 +104,15 @@ public static class StatsCacheHostingExtensions
             o.TableRefreshTimeout = TimeSpan.FromSeconds(10);
         });
 
+        // Every connection through a partition is dropped and made again, rather than left to TCP's back-off.
+        silo.Services.AddUnacknowledgedDataTimeout(orleans);
+        silo.Configure<SiloConnectionOptions>(o =>
+        {
+            o.ConfigureSiloOutboundConnection(connection => connection.UseMiddleware<UnacknowledgedDataTimeout>());
+            o.ConfigureSiloInboundConnection(connection => connection.UseMiddleware<UnacknowledgedDataTimeout>());
+            o.ConfigureGatewayInboundConnection(connection => connection.UseMiddleware<UnacknowledgedDataTimeout>());
+        });
+
         if (orleans.Storage == OrleansStorage.AdoNet)
         {
             var connectionString = OrleansConnectionString(configuration);
@@ -190,10 +199,9 @@ public static class StatsCacheHostingExtensions
             client.UseLocalhostClustering(orleans.GatewayPort, serviceId: orleans.ServiceId, clusterId: orleans.ClusterId);
         }
 
-        // A gateway connection that went silent (a partition) is dropped and made again, rather than left to TCP's back-off.
-        client.Services.AddSingleton(sp => new SilentConnectionWatchdog(
-            orleans.ConnectionSilenceTimeout, sp.GetService<TimeProvider>() ?? TimeProvider.System, sp.GetRequiredService<ILogger<SilentConnectionWatchdog>>()));
-        client.Configure<ClientConnectionOptions>(o => o.ConfigureConnection(connection => connection.UseMiddleware<SilentConnectionWatchdog>()));
+        // A gateway connection through a partition is dropped and made again, rather than left to TCP's back-off.
+        client.Services.AddUnacknowledgedDataTimeout(orleans);
+        client.Configure<ClientConnectionOptions>(o => o.ConfigureConnection(connection => connection.UseMiddleware<UnacknowledgedDataTimeout>()));
 
         if (TelemetryExtensions.IsOtlpEnabled(configuration))
         {
@@ -219,6 +227,10 @@ public static class StatsCacheHostingExtensions
         : throw new InvalidOperationException(
             $"Neither ConnectionStrings:{OrleansConnectionName} nor ConnectionStrings:{StatsConnectionName} is set " +
             $"(environment variables ConnectionStrings__{OrleansConnectionName}, ConnectionStrings__{StatsConnectionName}).");
+
+    private static void AddUnacknowledgedDataTimeout(this IServiceCollection services, OrleansHostingOptions orleans) =>
+        services.TryAddSingleton(sp => new UnacknowledgedDataTimeout(
+            orleans.DeadConnectionTimeout, sp.GetRequiredService<ILogger<UnacknowledgedDataTimeout>>()));
 
     private static IPAddress AdvertisedAddress(OrleansHostingOptions orleans)
     {

@@ -50,7 +50,10 @@ public sealed class DashboardReader(
             result = await GrainCalls.ReadAsync(
                 static (call, ct) => call.grain.GetAsync(call.request, ct), (grain, request), options.Value, cancellationToken);
         }
-        catch (Exception e) when (e is OrleansException or TimeoutException || (e is OperationCanceledException && !cancellationToken.IsCancellationRequested))
+        // A SerializerException is a failure the cluster could not even describe: Orleans failed to serialize it (seen: its own
+        // placement timeout, with an inner exception of a type it has no codec for).
+        catch (Exception e) when (e is OrleansException or TimeoutException or Orleans.Serialization.SerializerException
+            || (e is OperationCanceledException && !cancellationToken.IsCancellationRequested))
         {
             logger.LogWarning(e, "The cluster did not answer a read of {View}", read.View.Name);
             return ViewAnswer.ClusterUnavailable;
