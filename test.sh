@@ -14,6 +14,8 @@ ensure_packages openssl:openssl \
   /usr/lib/python3/dist-packages/rest_framework_simplejwt/__init__.py:python3-djangorestframework-simplejwt
 # The page tests drive a real browser: Debian's headless Chromium through its chromedriver.
 ensure_packages chromium:chromium chromedriver:chromium-driver
+# The network fault tests put silos and web hosts in network namespaces of their own (ip netns, TUN devices; as root).
+ensure_packages ip:iproute2
 data="$(mktemp -d /tmp/statscache-test-pg.XXXXXX)"
 cleanup() { pg_stop "$data"; rm -rf "$data"; }
 trap cleanup EXIT
