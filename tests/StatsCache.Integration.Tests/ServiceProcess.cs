@@ -99,6 +99,7 @@ public sealed class ServiceProcess : IAsyncDisposable
         start.Environment["ConnectionStrings__Stats"] = connectionString;
         start.Environment["DOTNET_ENVIRONMENT"] = "Production";
         start.Environment["ASPNETCORE_ENVIRONMENT"] = "Production";
+        start.Environment["Logging__Console__TimestampFormat"] = "HH:mm:ss.fff "; // to line up the processes' logs
         foreach (var (key, value) in environment.Concat(settings ?? new Dictionary<string, string>()))
         {
             start.Environment[key.Replace(":", "__", StringComparison.Ordinal)] = value;

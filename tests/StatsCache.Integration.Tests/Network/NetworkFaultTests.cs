@@ -105,6 +105,7 @@ public sealed class NetworkFaultTests(FaultLab lab, ITestOutputHelper output) : 
 
         var faultStart = workload.Now;
         lab.Network.Set(faults);
+        output.WriteLine($"fault at {DateTime.UtcNow:HH:mm:ss.fff}");
         TimeSpan? declaredDead = null;
         var membership = new Dictionary<string, string>();
         while (workload.Now < faultStart + duration)
@@ -120,6 +121,7 @@ public sealed class NetworkFaultTests(FaultLab lab, ITestOutputHelper output) : 
 
         var healed = workload.Now;
         lab.Network.Heal();
+        output.WriteLine($"healed at {DateTime.UtcNow:HH:mm:ss.fff}");
         await Task.Delay(After);
         await workload.StopAsync();
 
@@ -131,9 +133,11 @@ public sealed class NetworkFaultTests(FaultLab lab, ITestOutputHelper output) : 
             $"{(declaredDead is { } d ? $"{d.TotalSeconds:F1} s" : "–")} |");
         output.WriteLine(row);
         output.WriteLine($"{name}: {verdict}; {workload.History.Writes} writes; switch {lab.Network.Counts}; membership at the heal: {string.Join(", ", membership.Select(p => $"{p.Key} {p.Value}"))}");
+        // STATSCACHE_FAULT_LOGS=folder keeps every process's output and the table's rows.
         if (Environment.GetEnvironmentVariable("STATSCACHE_FAULT_LOGS") is { Length: > 0 } logs)
         {
             Directory.CreateDirectory(logs);
+            await File.AppendAllTextAsync(Path.Combine(logs, "table.md"), row + Environment.NewLine);
             foreach (var process in cluster.Processes)
             {
                 await File.WriteAllTextAsync(Path.Combine(logs, $"{name[..1]}-{process.Name}.log"), process.Output);
