@@ -147,6 +147,16 @@ public sealed class FaultCluster : IAsyncDisposable
         return statuses;
     }
 
+    /// <summary>How many of a host's silo generations the membership table holds as dead (voted out).</summary>
+    public async Task<long> DeadGenerationsAsync(LabHost host)
+    {
+        await using var command = _lab.Postgres.DataSource.CreateCommand(
+            "select count(*) from OrleansMembershipTable where DeploymentId = @cluster and Address = @address and Status = 6");
+        command.Parameters.AddWithValue("cluster", ClusterId);
+        command.Parameters.AddWithValue("address", host.Address.ToString());
+        return (long)(await command.ExecuteScalarAsync())!;
+    }
+
     public async ValueTask DisposeAsync()
     {
         foreach (var process in Processes)
