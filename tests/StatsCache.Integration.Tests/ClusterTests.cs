@@ -482,7 +482,7 @@ public sealed class ClusterTests(TestDatabase db, ITestOutputHelper output)
     }
 
     [Fact]
-    public async Task HangingTheSiloThatStreamsTheSlotHandsTheFeedOverAfterItsSilenceAndTheWokenSiloStandsBy()
+    public async Task HangingTheSiloThatStreamsTheSlotHandsTheFeedOverAfterItsSilenceAndTheWokenSiloNeverStreamsAgain()
     {
         var defaults = new ChangeFeedOptions();
         var settings = ClusterSettings();
@@ -574,10 +574,11 @@ public sealed class ClusterTests(TestDatabase db, ITestOutputHelper output)
         }
 
         // Woken, the old holder finds its stream ended by PostgreSQL and stands by (or, declared dead by the cluster while
-        // hung, stops itself as Orleans does): it never streams again, and the survivor keeps the slot.
+        // hung, starts again as a new silo): it never streams again, and the survivor keeps the slot.
         var outputAtWake = silos.OutputOf(holder).Length;
         await WaitUntilAsync(
-            () => Task.FromResult(silos.HasExited(holder) || silos.OutputOf(holder)[outputAtWake..].Contains(StreamFailedMessage, StringComparison.Ordinal)),
+            () => Task.FromResult(silos.OutputOf(holder)[outputAtWake..] is var woken
+                && (woken.Contains(StreamFailedMessage, StringComparison.Ordinal) || woken.Contains("rejoins as a new silo", StringComparison.Ordinal))),
             "the woken silo to find its stream ended");
         var afterWake = Stopwatch.StartNew();
         using (var look = new PeriodicTimer(TimeSpan.FromMilliseconds(200)))
@@ -590,12 +591,26 @@ public sealed class ClusterTests(TestDatabase db, ITestOutputHelper output)
         }
 
         Assert.Equal(1, MetricValue(await scrape.GetStringAsync($"http://127.0.0.1:{metricsPorts[survivor]}/metrics"), "statscache_changes_slot_held"));
-        if (!silos.HasExited(holder))
-        {
-            Assert.Equal(0, MetricValue(await scrape.GetStringAsync($"http://127.0.0.1:{metricsPorts[holder]}/metrics"), "statscache_changes_slot_held"));
-        }
 
-        output.WriteLine(silos.HasExited(holder) ? "the woken silo stopped itself (declared dead while hung)" : "the woken silo stands by");
+        // Declared dead while hung, the woken silo starts again as a new silo in the same process (docs/cluster.md): its metrics
+        // answer again once the new silo has started. Either way it holds nothing.
+        Assert.False(silos.HasExited(holder), silos.OutputOf(holder));
+        double? wokenHolds = null;
+        await WaitUntilAsync(async () =>
+        {
+            try
+            {
+                wokenHolds = MetricValue(await scrape.GetStringAsync($"http://127.0.0.1:{metricsPorts[holder]}/metrics"), "statscache_changes_slot_held");
+                return true;
+            }
+            catch (HttpRequestException)
+            {
+                return false; // between its two silos
+            }
+        }, "the woken silo's metrics");
+        Assert.Equal(0, wokenHolds);
+        output.WriteLine(silos.OutputOf(holder).Contains("rejoins as a new silo", StringComparison.Ordinal)
+            ? "the woken silo rejoined as a new silo (declared dead while hung)" : "the woken silo stands by");
     }
 
     // A client's total spent, or null while its dashboard cannot be read (its silo hung and not yet declared dead).

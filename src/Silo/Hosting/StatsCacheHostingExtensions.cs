@@ -90,10 +90,9 @@ public static class StatsCacheHostingExtensions
         // grains are rejected (the web host retries them). Two missed probes of 2 s each; the votes
         // needed stay at Orleans' default (two, capped by Orleans at half the active silos: one of two silos
         // decides alone, which is why a cluster that must survive partitions has three).
-        // No connection liveness check: it withholds a vote while the suspect's connection still brings
-        // messages, for MaxProbeTimeout x NumMissedProbesLimit (16 s here). A silo cut off one way (it can
-        // send, nothing reaches it) keeps sending, so it was never voted dead and its grains stayed unreachable
-        // (docs/faults.md, network faults).
+        // No connection liveness check: it withholds a vote while the suspect's connection brought a message within
+        // MaxProbeTimeout x NumMissedProbesLimit (16 s here), so a silo cut off from everything was voted dead after
+        // 16 s instead of 3, its grains unreachable meanwhile (docs/faults.md, network faults).
         // The table read every 10 s, not every minute: a silo voted dead while cut off learns it within seconds of the heal
         // and rejoins (docs/cluster.md).
         silo.Configure<ClusterMembershipOptions>(o =>
