@@ -302,10 +302,11 @@ public sealed class NetworkLab : IAsyncDisposable
             {
                 foreach (var (packet, due) in _delayed.GetConsumingEnumerable())
                 {
-                    var wait = Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), due);
-                    if (wait > TimeSpan.Zero)
+                    // Never early: a sleep may end up to a millisecond before its time.
+                    for (var wait = Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), due); wait > TimeSpan.Zero;
+                         wait = Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), due))
                     {
-                        Thread.Sleep(wait);
+                        Thread.Sleep((int)Math.Ceiling(wait.TotalMilliseconds));
                     }
 
                     Device.Write(packet, packet.Length);

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
 using System.Text;
@@ -34,11 +35,12 @@ public sealed class NetworkLabTests
         Assert.False((await RoundTripAsync(lab["b"], lab.HostAddress, port)).Answered);
         Assert.True((await RoundTripAsync(lab["a"], lab.HostAddress, port)).Answered);
 
-        // Delay: every packet waits, so a round trip (connect, then echo) takes at least four crossings.
+        // Delay: every packet waits, so a round trip (connect, then echo) takes at least four crossings; healthy, far less.
         lab.Set(Fault.Degrade(TimeSpan.FromMilliseconds(200), loss: 0));
         var delayed = await RoundTripAsync(lab["a"], lab.HostAddress, port);
         Assert.True(delayed.Answered, delayed.Output);
-        Assert.True(delayed.Took >= TimeSpan.FromMilliseconds(800) && delayed.Took > healthy.Took, $"took {delayed.Took.TotalMilliseconds:F0} ms");
+        Assert.True(delayed.Took >= TimeSpan.FromMilliseconds(800), $"took {delayed.Took.TotalMilliseconds:F0} ms");
+        Assert.True(healthy.Took < TimeSpan.FromMilliseconds(800), $"a healthy round trip took {healthy.Took.TotalMilliseconds:F0} ms");
 
         lab.Heal();
         Assert.True((await RoundTripAsync(lab["a"], lab.HostAddress, port)).Answered);
@@ -48,17 +50,27 @@ public sealed class NetworkLabTests
         await echo;
     }
 
-    /// <summary>Connects from a host to this machine and sends a line, which the echo sends back; false if no answer within 3 s.</summary>
+    /// <summary>
+    /// Connects from a host to this machine and sends a line, which the echo sends back; false if no answer within 3 s. The time
+    /// is the connection's and the echo's alone, taken by the shell in the host (not the start of the processes).
+    /// </summary>
     private static async Task<(bool Answered, TimeSpan Took, string Output)> RoundTripAsync(LabHost host, IPAddress address, int port)
     {
-        var start = NetworkLab.StartInfo(host, "timeout", ["3", "bash", "-c", $"exec 3<>/dev/tcp/{address}/{port}; echo ping >&3; head -n 1 <&3"]);
+        var start = NetworkLab.StartInfo(host, "timeout", ["3", "bash", "-c",
+            $"s=$EPOCHREALTIME; exec 3<>/dev/tcp/{address}/{port}; echo ping >&3; head -n 1 <&3; echo $s $EPOCHREALTIME"]);
         start.RedirectStandardOutput = true;
         start.RedirectStandardError = true;
-        var clock = Stopwatch.StartNew();
         using var process = Process.Start(start)!;
         var output = await process.StandardOutput.ReadToEndAsync() + await process.StandardError.ReadToEndAsync();
         await process.WaitForExitAsync();
-        return (process.ExitCode == 0 && output.StartsWith("ping", StringComparison.Ordinal), clock.Elapsed, output);
+        var lines = output.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        if (process.ExitCode != 0 || lines.Length < 2 || lines[0] != "ping")
+        {
+            return (false, TimeSpan.Zero, output);
+        }
+
+        var times = lines[1].Split(' ').Select(t => double.Parse(t, CultureInfo.InvariantCulture)).ToArray();
+        return (true, TimeSpan.FromSeconds(times[1] - times[0]), output);
     }
 
     private static async Task EchoAsync(TcpListener listener, CancellationToken stop)
