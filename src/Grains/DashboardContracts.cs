@@ -64,8 +64,9 @@ public sealed record DashboardRequest(
 
 /// <summary>
 /// The data of one view at one moment: the <c>data</c> object as UTF-8 JSON, and its content hash. <see cref="Lsn"/>: the WAL
-/// position up to which the snapshot is known to include every committed change the change feed announced to its entry
-/// (0: none announced yet); its load started after that position's changes were committed.
+/// position up to which the snapshot is known to include every committed change (0: not known): the changes the change feed
+/// announced to its entry, and with read replicas the position of the server it was loaded from, read before the load. A later
+/// load never stores a snapshot older than this (see <c>LoadFence</c>).
 /// </summary>
 [GenerateSerializer, Immutable, Alias("statscache.DashboardSnapshot")]
 public sealed record DashboardSnapshot(

@@ -32,8 +32,6 @@ public static class BenchHost
         builder.AddStatsCacheLive();
         builder.AddDashboardApi();
 
-        // The contenders' own source: co-hosted, the silo registers one too, but a client-mode host has none.
-        builder.Services.AddSingleton<PostgresDashboardSource>();
         builder.Services.AddSingleton<BenchCounters>();
         builder.Services.AddSingleton(_ => BarePayload.Load(builder.Configuration[BarePayloadPathKey]));
         builder.Services.AddSingleton<FusionContender>();

@@ -3,6 +3,7 @@ using System.Collections.Frozen;
 using System.Globalization;
 using System.Security.Cryptography;
 using Microsoft.AspNetCore.Http.HttpResults;
+using Npgsql;
 using StatsCache.Catalog;
 using StatsCache.Source;
 using StatsCache.WebHost.Api;
@@ -31,7 +32,7 @@ public static class Contenders
 
     private static async Task<Results<SnapshotResult, ProblemHttpResult>> NoCacheAsync(
         string view, HttpContext context, DashboardCatalog catalog,
-        PostgresDashboardSource source, BenchCounters counters)
+        NpgsqlDataSource db, BenchCounters counters)
     {
         if (!DashboardApi.TryResolve(view, context, catalog, out var read, out var problem))
         {
@@ -39,7 +40,7 @@ public static class Contenders
         }
 
         counters.Add(BenchCounters.NoCacheLoads, 1);
-        var data = await source.LoadAsync(read.View, ScopeOf(read), read.Parameters, context.RequestAborted);
+        var data = await PostgresDashboardSource.RunAsync(db, read.View, ScopeOf(read), read.Parameters, context.RequestAborted);
         var snapshot = new DashboardSnapshot(data, TimeProvider.System.GetUtcNow(), "");
         return new SnapshotResult(read.Caller, read.View, read.Parameters, snapshot, stale: false);
     }
@@ -75,7 +76,7 @@ public static class Contenders
 }
 
 /// <summary>FusionCache as a competent engineer would configure it: entry options per view made once, TTL = the view's.</summary>
-internal sealed class FusionContender(DashboardCatalog catalog, PostgresDashboardSource source, BenchCounters counters)
+internal sealed class FusionContender(DashboardCatalog catalog, NpgsqlDataSource db, BenchCounters counters)
 {
     private readonly FrozenDictionary<string, FusionCacheEntryOptions> _options = catalog.Views.ToFrozenDictionary(
         v => v.Name, v => new FusionCacheEntryOptions { Duration = v.Ttl }, StringComparer.Ordinal);
@@ -90,7 +91,7 @@ internal sealed class FusionContender(DashboardCatalog catalog, PostgresDashboar
     {
         counters.Add(BenchCounters.FusionLoads, 1);
         var asOf = TimeProvider.System.GetUtcNow();
-        var data = await source.LoadAsync(read.View, Contenders.ScopeOf(read), read.Parameters, cancellationToken);
+        var data = await PostgresDashboardSource.RunAsync(db, read.View, Contenders.ScopeOf(read), read.Parameters, cancellationToken);
         return new DashboardSnapshot(data, asOf, Base64Url.EncodeToString(SHA256.HashData(data).AsSpan(0, 16)));
     }
 }

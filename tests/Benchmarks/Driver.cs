@@ -209,8 +209,8 @@ public sealed partial class BenchRun : IAsyncDisposable
     {
         var view = Catalog.Find(Driver.HitView)!;
         var caller = Clients[0];
-        var data = await new PostgresDashboardSource(_db).LoadAsync(
-            view, new DashboardScope(caller.SiteId, caller.Role, caller.UserId), view.DefaultParameters, CancellationToken.None);
+        var data = await PostgresDashboardSource.RunAsync(
+            _db, view, new DashboardScope(caller.SiteId, caller.Role, caller.UserId), view.DefaultParameters, CancellationToken.None);
         File.WriteAllBytes(DataPayloadPath, data);
 
         // The bare endpoint's payload is exactly what the API writes for this snapshot.

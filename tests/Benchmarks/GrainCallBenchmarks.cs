@@ -78,9 +78,9 @@ public class GrainCallBenchmarks
 
     private sealed class FixedSource : IDashboardSource
     {
-        private static readonly byte[] Payload = """{"summary":{"orders_total":71,"total_spent":10533.25}}"""u8.ToArray();
+        private static readonly SourceData Payload = new("""{"summary":{"orders_total":71,"total_spent":10533.25}}"""u8.ToArray(), Lsn: 0);
 
-        public Task<byte[]> LoadAsync(ViewDefinition view, DashboardScope scope, BoundParameters parameters, CancellationToken cancellationToken) =>
+        public Task<SourceData> LoadAsync(ViewDefinition view, DashboardScope scope, BoundParameters parameters, LoadFence fence, CancellationToken cancellationToken) =>
             Task.FromResult(Payload);
     }
 }

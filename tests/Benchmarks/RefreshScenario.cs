@@ -130,10 +130,10 @@ public static class RefreshScenario
 
         public int PayloadBytes => payload.Length;
 
-        public Task<byte[]> LoadAsync(ViewDefinition view, DashboardScope scope, BoundParameters parameters, CancellationToken cancellationToken)
+        public Task<SourceData> LoadAsync(ViewDefinition view, DashboardScope scope, BoundParameters parameters, LoadFence fence, CancellationToken cancellationToken)
         {
             Interlocked.Increment(ref _loads);
-            return Task.FromResult(payload);
+            return Task.FromResult(new SourceData(payload, Lsn: 0));
         }
     }
 }

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Text.Json;
 using Microsoft.Extensions.DependencyInjection;
 using Orleans.Metadata;
+using StatsCache.Source;
 
 namespace StatsCache.Grains.Tests;
 
@@ -512,6 +513,60 @@ public sealed class DashboardGrainTests(ClusterFixture fixture)
         await grain.InvalidateAsync([ClusterFixture.Slow], lsn: 4_000);
         var again = await PollAsync(site, "client", 1, ClusterFixture.Slow, r => LoadNumber(r) == 3);
         Assert.Equal(5_000UL, again.Snapshot!.Lsn);
+    }
+
+    [Fact]
+    public async Task EachLoadAsksForTheFreshnessItsCauseNeedsAndNeverLessThanItsSnapshot()
+    {
+        var site = ClusterFixture.NewSite();
+        var grain = Grain(site, 1);
+        _source.AnswerAt(site, 1_000); // the server the loads run on has replayed up to 1,000
+
+        // A first read needs what the primary holds now; the snapshot records what its server had replayed.
+        Assert.Equal(1_000UL, (await ReadAsync(site, "client", 1, ClusterFixture.Slow)).Snapshot!.Lsn);
+
+        // A change with a position needs that position.
+        _source.AnswerAt(site, 6_000);
+        await grain.InvalidateAsync([ClusterFixture.Slow], lsn: 5_000);
+        Assert.Equal(6_000UL, (await PollAsync(site, "client", 1, ClusterFixture.Slow, r => LoadNumber(r) == 2)).Snapshot!.Lsn);
+
+        // A change of unknown position (a notice, the invalidation API) needs the primary's, and no less than the snapshot.
+        await grain.InvalidateAsync([ClusterFixture.Slow], lsn: 0);
+        await PollAsync(site, "client", 1, ClusterFixture.Slow, r => LoadNumber(r) == 3);
+
+        // So does a caller forcing a refresh, once the floor since the last load has passed.
+        var deadline = DateTime.UtcNow + Timeout;
+        while (LoadNumber(await ReadAsync(site, "client", 1, ClusterFixture.Slow, refresh: true)) < 4)
+        {
+            Assert.True(DateTime.UtcNow < deadline, "A forced refresh never loaded.");
+            await Task.Delay(TimeSpan.FromMilliseconds(100));
+        }
+
+        Assert.Equal(
+            [LoadFence.Current(0), new LoadFence(LoadReason.Change, 5_000), LoadFence.Current(6_000), LoadFence.Current(6_000)],
+            _source.Fences(site));
+    }
+
+    [Fact]
+    public async Task ATtlRefreshAcceptsALaggingServerButNothingOlderThanItsSnapshot()
+    {
+        var site = ClusterFixture.NewSite();
+        _source.AnswerAt(site, 1_000);
+        await ReadAsync(site, "client", 1, ClusterFixture.Fast);
+        await _source.WaitForLoadsAsync(site, 2, Timeout); // the TTL (1 s) is up
+
+        Assert.Equal([LoadFence.Current(0), new LoadFence(LoadReason.Refresh, 1_000)], _source.Fences(site).Take(2));
+    }
+
+    [Fact]
+    public async Task AFailedFirstLoadIsRetriedAsNewAsTheReadAskedFor()
+    {
+        var site = ClusterFixture.NewSite();
+        _source.Fail(site, failing: true);
+        await ReadAsync(site, "client", 1, ClusterFixture.Slow);
+        _source.Fail(site, failing: false);
+        await PollAsync(site, "client", 1, ClusterFixture.Slow, r => r.Snapshot is not null);
+        Assert.All(_source.Fences(site), f => Assert.Equal(LoadReason.Current, f.Reason));
     }
 
     [Fact]

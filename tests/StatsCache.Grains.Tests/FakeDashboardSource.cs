@@ -6,7 +6,7 @@ using StatsCache.Source;
 namespace StatsCache.Grains.Tests;
 
 /// <summary>
-/// A source that counts loads per site, and blocks or fails them on command. Every test uses its
+/// A source that counts loads per site and records their fences, and blocks or fails them on command. Every test uses its
 /// own site id, so tests sharing one cluster never see each other's loads.
 /// </summary>
 public sealed class FakeDashboardSource : IDashboardSource
@@ -14,18 +14,22 @@ public sealed class FakeDashboardSource : IDashboardSource
     private readonly Lock _lock = new();
     private readonly Dictionary<long, SiteState> _sites = [];
 
-    public async Task<byte[]> LoadAsync(ViewDefinition view, DashboardScope scope, BoundParameters parameters, CancellationToken cancellationToken)
+    public async Task<SourceData> LoadAsync(
+        ViewDefinition view, DashboardScope scope, BoundParameters parameters, LoadFence fence, CancellationToken cancellationToken)
     {
         Task gate;
         int load;
         bool failing;
+        ulong lsn;
         lock (_lock)
         {
             var site = Site(scope.SiteId);
             load = ++site.Loads;
             site.Calls.Add((view.Name, scope, parameters.Key));
+            site.Fences.Add(fence);
             gate = site.Gate.Task;
             failing = site.Failing;
+            lsn = site.Lsn;
             foreach (var waiter in site.Waiters.Where(w => site.Loads >= w.Count).ToList())
             {
                 site.Waiters.Remove(waiter);
@@ -41,7 +45,25 @@ public sealed class FakeDashboardSource : IDashboardSource
 
         var json = string.Create(CultureInfo.InvariantCulture,
             $$"""{"view":"{{view.Name}}","site":{{scope.SiteId}},"role":"{{scope.Role}}","user":{{(scope.UserId?.ToString(CultureInfo.InvariantCulture) ?? "null")}},"parameters":"{{parameters.Key}}","load":{{load}}}""");
-        return Encoding.UTF8.GetBytes(json);
+        return new SourceData(Encoding.UTF8.GetBytes(json), lsn);
+    }
+
+    /// <summary>The fence of every load of a site, in order.</summary>
+    public IReadOnlyList<LoadFence> Fences(long siteId)
+    {
+        lock (_lock)
+        {
+            return [.. Site(siteId).Fences];
+        }
+    }
+
+    /// <summary>The WAL position the site's loads say their data includes, from now on (as a replica's would).</summary>
+    public void AnswerAt(long siteId, ulong lsn)
+    {
+        lock (_lock)
+        {
+            Site(siteId).Lsn = lsn;
+        }
     }
 
     /// <summary>Loads started for a site so far.</summary>
@@ -132,6 +154,10 @@ public sealed class FakeDashboardSource : IDashboardSource
         public int Loads { get; set; }
 
         public List<(string View, DashboardScope Scope, string Parameters)> Calls { get; } = [];
+
+        public List<LoadFence> Fences { get; } = [];
+
+        public ulong Lsn { get; set; }
 
         public TaskCompletionSource Gate { get; set; } = Completed();
 

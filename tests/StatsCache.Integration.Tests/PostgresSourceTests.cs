@@ -23,12 +23,11 @@ public sealed class PostgresSourceTests(TestDatabase db)
             users[role] = await db.NewUserAsync(site, role);
         }
 
-        var source = new PostgresDashboardSource(db.DataSource);
         foreach (var view in catalog.Views)
         {
             var role = view.Roles[0];
             var scope = new DashboardScope(site, role, view.Scope == ViewScope.User ? users[role] : null);
-            var commands = await CountDatabaseCommandsAsync(() => source.LoadAsync(view, scope, view.DefaultParameters, CancellationToken.None));
+            var commands = await CountDatabaseCommandsAsync(() => PostgresDashboardSource.RunAsync(db.DataSource, view, scope, view.DefaultParameters, CancellationToken.None));
             Assert.True(commands == 1, $"View '{view.Name}' took {commands} round trips; expected one batch.");
         }
     }
@@ -43,8 +42,8 @@ public sealed class PostgresSourceTests(TestDatabase db)
                    '{"a": [1, 2]}'::jsonb as j, array[1, 2, 3] as arr, @site_id as site, @user_id as user_id, @role as role
             """);
 
-        var json = await new PostgresDashboardSource(db.DataSource)
-            .LoadAsync(view, new DashboardScope(42, "client", 7), view.DefaultParameters, CancellationToken.None);
+        var json = await PostgresDashboardSource
+            .RunAsync(db.DataSource, view, new DashboardScope(42, "client", 7), view.DefaultParameters, CancellationToken.None);
 
         var expected = """
             {"q":{"i":7,"b":9007199254740993,"n":12.50,"f":1.5,"z":null,"t":true,"s":"a \u0022quoted\u0022 text","d":"2024-02-29","ts":"2024-02-29T13:04:05.25Z","iv":90,"j":{"a": [1, 2]},"arr":[1,2,3],"site":42,"user_id":7,"role":"client"}}
@@ -62,8 +61,8 @@ public sealed class PostgresSourceTests(TestDatabase db)
                 { "name": "many", "shape": "rows", "sql": "select 1 as x where false" } ] } ] }
             """), "test").Views[0];
 
-        var json = await new PostgresDashboardSource(db.DataSource)
-            .LoadAsync(view, new DashboardScope(1, "client", 1), view.DefaultParameters, CancellationToken.None);
+        var json = await PostgresDashboardSource
+            .RunAsync(db.DataSource, view, new DashboardScope(1, "client", 1), view.DefaultParameters, CancellationToken.None);
         Assert.Equal("""{"one":null,"many":[]}""", Encoding.UTF8.GetString(json));
     }
 
@@ -71,8 +70,8 @@ public sealed class PostgresSourceTests(TestDatabase db)
     public async Task RowQueryReturningSeveralRowsFailsTheLoad()
     {
         var view = SingleQueryView("select generate_series(1, 2) as x");
-        var error = await Assert.ThrowsAsync<InvalidOperationException>(() => new PostgresDashboardSource(db.DataSource)
-            .LoadAsync(view, new DashboardScope(1, "client", 1), view.DefaultParameters, CancellationToken.None));
+        var error = await Assert.ThrowsAsync<InvalidOperationException>(() => PostgresDashboardSource
+            .RunAsync(db.DataSource, view, new DashboardScope(1, "client", 1), view.DefaultParameters, CancellationToken.None));
         Assert.Contains("'row'", error.Message);
     }
 

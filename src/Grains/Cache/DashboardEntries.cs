@@ -68,8 +68,8 @@ internal sealed partial class DashboardEntries(
     }
 
     /// <summary>
-    /// The data behind these views (all, when empty) changed, up to WAL position <paramref name="lsn"/>: reload their entries
-    /// after the debounce delay, or once more after the reload in flight. Never two loads at once.
+    /// The data behind these views (all, when empty) changed, up to WAL position <paramref name="lsn"/> (0: unknown): reload their
+    /// entries after the debounce delay, or once more after the reload in flight. Never two loads at once.
     /// </summary>
     public void Invalidate(IReadOnlyCollection<string> views, ulong lsn)
     {
@@ -82,6 +82,11 @@ internal sealed partial class DashboardEntries(
             }
 
             entry.OffSchedule = true;
+            if (lsn == 0)
+            {
+                entry.NeedsCurrent = true; // a change whose commit position is unknown (a notice, the invalidation API)
+            }
+
             entry.ChangeLsn = Math.Max(entry.ChangeLsn, lsn);
             if (entry.InFlight is not null)
             {
@@ -160,6 +165,11 @@ internal sealed partial class DashboardEntries(
             : now - entry.LoadEndedAt >= options.MinRefreshInterval ? RefreshOutcome.Loaded
             : RefreshOutcome.Floor;
         metrics.Refresh(entry.View.Name, outcome);
+        if (outcome == RefreshOutcome.Loaded)
+        {
+            entry.NeedsCurrent = true; // the caller asked for the newest numbers
+        }
+
         return outcome != RefreshOutcome.Floor;
     }
 
@@ -277,22 +287,24 @@ internal sealed partial class DashboardEntries(
     {
         var startedAt = time.GetUtcNow();
         var started = time.GetTimestamp();
-        entry.ChangedDuringLoad = false; // this load sees every change committed before it started
-        var includesLsn = entry.ChangeLsn; // ... and so every change announced so far
+        entry.ChangedDuringLoad = false; // this load's fence covers every change announced before it started
+        var includesLsn = entry.ChangeLsn;
+        var fence = FenceOf(entry);
+        entry.NeedsCurrent = false;
         var offSchedule = entry.OffSchedule;
         entry.OffSchedule = false;
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(_lifetime.Token);
         timeout.CancelAfter(options.LoadTimeout);
         try
         {
-            var data = await source.LoadAsync(entry.View, scope, entry.Parameters, timeout.Token).WaitAsync(timeout.Token);
+            var loaded = await source.LoadAsync(entry.View, scope, entry.Parameters, fence, timeout.Token).WaitAsync(timeout.Token);
 
             // A load that started before the one already applied must not overwrite its newer numbers.
             if (generation > entry.AppliedGeneration)
             {
                 entry.AppliedGeneration = generation;
                 var previous = entry.Snapshot;
-                entry.Snapshot = NewSnapshot(previous, data, startedAt, Math.Max(includesLsn, previous?.Lsn ?? 0));
+                entry.Snapshot = NewSnapshot(previous, loaded.Data, startedAt, Math.Max(Math.Max(includesLsn, loaded.Lsn), previous?.Lsn ?? 0));
                 entry.Failures = 0;
                 entry.Restored = false;
                 if (entry.Snapshot.ContentHash != previous?.ContentHash)
@@ -313,6 +325,7 @@ internal sealed partial class DashboardEntries(
             metrics.Load(entry.View.Name, succeeded: false, time.GetElapsedTime(started), DashboardMetrics.ErrorTypeOf(e));
             entry.Failures++;
             entry.OffSchedule = true; // the retries of many entries end together when the source is back
+            entry.NeedsCurrent |= fence.Reason == LoadReason.Current; // the retry owes the reader the same
             var retryIn = RetryDelay(entry.Failures);
             LogLoadFailed(logger, e, entry.View.Name, scope.SiteId, scope.Role, scope.UserId, entry.Failures, retryIn);
             Schedule(entry, retryIn);
@@ -322,6 +335,19 @@ internal sealed partial class DashboardEntries(
             entry.InFlight = null;
             entry.LoadEndedAt = time.GetUtcNow();
         }
+    }
+
+    /// <summary>
+    /// How fresh a load's data must be (where it may run, with read replicas): as new as the primary's when a read or a change
+    /// of unknown position asked for it; as new as the changes announced; else, for a TTL refresh, a bounded lag. Never older
+    /// than the snapshot it replaces.
+    /// </summary>
+    private static LoadFence FenceOf(Entry entry)
+    {
+        var held = entry.Snapshot?.Lsn ?? 0;
+        return entry.NeedsCurrent ? LoadFence.Current(Math.Max(entry.ChangeLsn, held))
+            : entry.ChangeLsn > held ? new LoadFence(LoadReason.Change, entry.ChangeLsn)
+            : new LoadFence(LoadReason.Refresh, held);
     }
 
     // One write at a time (the grain is reentrant); changes made meanwhile go into the next one.
@@ -522,6 +548,12 @@ internal sealed partial class DashboardEntries(
 
         /// <summary>The highest WAL position of the changes announced to this entry; the next load includes them.</summary>
         public ulong ChangeLsn { get; set; }
+
+        /// <summary>
+        /// The next load must include everything committed on the primary before it starts (<see cref="LoadReason.Current"/>):
+        /// the entry is new or restored, a caller forced a refresh, or a change of unknown position came.
+        /// </summary>
+        public bool NeedsCurrent { get; set; } = true;
 
         /// <summary>A change was announced after the load in flight started: load once more after it.</summary>
         public bool ChangedDuringLoad { get; set; }

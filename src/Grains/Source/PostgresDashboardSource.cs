@@ -11,11 +11,38 @@ namespace StatsCache.Source;
 /// <summary>
 /// Runs a view's queries as one <see cref="NpgsqlBatch"/> and writes the rows straight into JSON:
 /// numbers stay numbers, timestamps are ISO 8601, NULL is null, json/jsonb columns are embedded as is.
+/// With read replicas (<see cref="ReadReplicas"/>), each load runs on the server they choose for its fence, and on the primary
+/// when it fails on a replica.
 /// </summary>
-public sealed class PostgresDashboardSource(NpgsqlDataSource dataSource) : IDashboardSource
+public sealed class PostgresDashboardSource(NpgsqlDataSource primary, SourceMetrics? metrics = null, ReadReplicas? replicas = null) : IDashboardSource
 {
-    public async Task<byte[]> LoadAsync(
-        ViewDefinition view, DashboardScope scope, BoundParameters parameters, CancellationToken cancellationToken)
+    public async Task<SourceData> LoadAsync(
+        ViewDefinition view, DashboardScope scope, BoundParameters parameters, LoadFence fence, CancellationToken cancellationToken)
+    {
+        if (replicas is null)
+        {
+            metrics?.Load("primary", fence.Reason);
+            return new SourceData(await RunAsync(primary, view, scope, parameters, cancellationToken).ConfigureAwait(false), Lsn: 0);
+        }
+
+        var target = await replicas.ChooseAsync(fence, cancellationToken).ConfigureAwait(false);
+        metrics?.Load(target.Name, fence.Reason);
+        try
+        {
+            return new SourceData(await RunAsync(target.DataSource, view, scope, parameters, cancellationToken).ConfigureAwait(false), target.Lsn);
+        }
+        catch (Exception e) when (target.IsReplica && !cancellationToken.IsCancellationRequested)
+        {
+            // The primary has everything the replica had (and what the fence asks): the reader gets its answer, not an error.
+            replicas.LoadFailed(target, e);
+            metrics?.Load("primary", fence.Reason);
+            return new SourceData(await RunAsync(primary, view, scope, parameters, cancellationToken).ConfigureAwait(false), target.Lsn);
+        }
+    }
+
+    /// <summary>Runs every query of the view in one round trip on <paramref name="dataSource"/>; returns the <c>data</c> object as UTF-8 JSON.</summary>
+    public static async Task<byte[]> RunAsync(
+        NpgsqlDataSource dataSource, ViewDefinition view, DashboardScope scope, BoundParameters parameters, CancellationToken cancellationToken)
     {
         await using var batch = dataSource.CreateBatch();
         foreach (var query in view.Queries)

@@ -28,8 +28,8 @@ public static class StatsCacheHostingExtensions
     public const string AdoNetStorageLogCategory = "Orleans.Storage.AdoNetGrainStorage";
 
     /// <summary>
-    /// The catalog (loaded and validated now, so a bad one stops the process before it serves) and
-    /// the shared <see cref="Npgsql.NpgsqlDataSource"/> of <c>ConnectionStrings:Stats</c>.
+    /// The catalog (loaded and validated now, so a bad one stops the process before it serves),
+    /// the shared <see cref="Npgsql.NpgsqlDataSource"/> of <c>ConnectionStrings:Stats</c>, and its read replicas (<see cref="StatsDatabases"/>).
     /// </summary>
     public static IServiceCollection AddStatsCacheData(this IServiceCollection services, IConfiguration configuration)
     {
@@ -47,6 +47,8 @@ public static class StatsCacheHostingExtensions
         }
 
         services.AddNpgsqlDataSource(connectionString);
+        services.AddOptions<SourceOptions>().BindConfiguration(SourceOptions.SectionName).ValidateDataAnnotations().ValidateOnStart();
+        services.AddSingleton<StatsDatabases>();
         services.TryAddSingleton(TimeProvider.System);
         return services;
     }
@@ -152,6 +154,13 @@ public static class StatsCacheHostingExtensions
         }
 
         silo.Services.AddStatsCacheData(configuration);
+        silo.Services.AddSingleton<SourceMetrics>();
+        if (configuration.GetSection(SourceOptions.SectionName).Get<SourceOptions>() is { Replicas.Count: > 0 })
+        {
+            silo.Services.AddSingleton<ReadReplicas>();
+            silo.Services.AddHostedService(static services => services.GetRequiredService<ReadReplicas>());
+        }
+
         silo.Services.AddSingleton<IDashboardSource, PostgresDashboardSource>();
         silo.Services.AddStatsCacheGrains();
         silo.Services.AddOptions<ChangeFeedOptions>().BindConfiguration(ChangeFeedOptions.SectionName).ValidateDataAnnotations().ValidateOnStart();

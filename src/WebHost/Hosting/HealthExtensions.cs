@@ -1,6 +1,7 @@
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Npgsql;
 using Orleans.Runtime;
+using StatsCache.Source;
 
 namespace StatsCache.WebHost.Hosting;
 
@@ -44,19 +45,42 @@ public static class HealthExtensions
         });
     }
 
-    private sealed class PostgresHealthCheck(NpgsqlDataSource dataSource) : IHealthCheck
+    /// <summary>
+    /// The primary and each read replica: healthy when all answer; degraded (still ready) while the primary or a replica does
+    /// not but some server can serve loads (the primary down: entries refresh from the replicas, the change feed waits);
+    /// unhealthy when none can. The description names which answer.
+    /// </summary>
+    private sealed class PostgresHealthCheck(StatsDatabases databases) : IHealthCheck
     {
         public async Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken)
         {
+            var primary = AnswersAsync(databases.Primary, "select true", cancellationToken);
+            var replicas = databases.Replicas.Select(r => AnswersAsync(r.DataSource, "select pg_is_in_recovery()", cancellationToken)).ToArray();
+            if (replicas.Length == 0)
+            {
+                return await primary ? HealthCheckResult.Healthy() : HealthCheckResult.Unhealthy("PostgreSQL does not answer.");
+            }
+
+            var up = await Task.WhenAll(replicas);
+            var description = string.Join(", ", [
+                $"primary {(await primary ? "up" : "down")}",
+                .. databases.Replicas.Select((r, i) => $"{r.Name} {(up[i] ? "up" : "down")}")]);
+            return await primary && up.All(u => u) ? HealthCheckResult.Healthy(description)
+                : await primary || up.Any(u => u) ? HealthCheckResult.Degraded(description)
+                : HealthCheckResult.Unhealthy(description);
+        }
+
+        // A replica must still be one: a promoted one is another primary, which the loads do not use.
+        private static async Task<bool> AnswersAsync(NpgsqlDataSource dataSource, string sql, CancellationToken cancellationToken)
+        {
             try
             {
-                await using var command = dataSource.CreateCommand("select 1");
-                await command.ExecuteScalarAsync(cancellationToken);
-                return HealthCheckResult.Healthy();
+                await using var command = dataSource.CreateCommand(sql);
+                return await command.ExecuteScalarAsync(cancellationToken) is true;
             }
             catch (Exception e) when (e is NpgsqlException or TimeoutException or OperationCanceledException)
             {
-                return HealthCheckResult.Unhealthy("PostgreSQL does not answer.");
+                return false;
             }
         }
     }
