@@ -9,13 +9,17 @@ namespace StatsCache.Integration.Tests;
 /// A PostgreSQL server of the test's own, which the test may stop and start: deploy/scripts/postgres.sh's
 /// few commands in C# (initdb and pg_ctl, as the <c>postgres</c> user through runuser when root; fsync off;
 /// a free port and a data folder under /tmp). The demo schema is applied to its database; Dispose stops the
-/// server and deletes the folder.
+/// server and deletes the folder. <see cref="StartReplicaAsync"/> makes a streaming replica of it, the same way.
 /// </summary>
 public sealed class ThrowawayPostgres : IAsyncLifetime
 {
     private const string Database = "statscache_faults";
 
     private readonly string[] _settings;
+    private readonly string[] _extraSettings;
+
+    // Set on a replica: the server it was copied from and streams from.
+    private ThrowawayPostgres? _primary;
 
     /// <summary>A server with the defaults (the only public constructor: an xunit class fixture has one).</summary>
     public ThrowawayPostgres()
@@ -24,8 +28,12 @@ public sealed class ThrowawayPostgres : IAsyncLifetime
     }
 
     /// <summary>A server with PostgreSQL settings (<c>name=value</c>) on top of the defaults, which they override.</summary>
-    internal ThrowawayPostgres(string[] settings) =>
+    internal ThrowawayPostgres(string[] settings)
+    {
+        _extraSettings = settings;
         _settings = ["wal_level=logical", "max_replication_slots=8", "max_wal_senders=8", .. settings];
+    }
+
     private readonly string _bin = Directory.GetDirectories("/usr/lib/postgresql")
         .Select(d => Path.Combine(d, "bin"))
         .Where(d => File.Exists(Path.Combine(d, "initdb")))
@@ -51,6 +59,16 @@ public sealed class ThrowawayPostgres : IAsyncLifetime
             await RunAsync("chown", ["postgres:postgres", _data]);
         }
 
+        if (_primary is not null)
+        {
+            // A copy of the primary that streams from it (-R: standby.signal and primary_conninfo); -c fast: no wait for a checkpoint.
+            await RunAsOwnerAsync(Path.Combine(_bin, "pg_basebackup"),
+                ["-h", "127.0.0.1", "-p", _primary.Port.ToString(CultureInfo.InvariantCulture), "-U", "postgres", "-D", _data, "-R", "-X", "stream", "-c", "fast"]);
+            await StartAsync();
+            DataSource = NpgsqlDataSource.Create(ConnectionString);
+            return;
+        }
+
         var initdb = Path.Combine(_bin, "initdb");
         if (await TryRunAsOwnerAsync(initdb, ["-D", _data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8"]) is { } error
             && await TryRunAsOwnerAsync(initdb, ["-D", _data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C"]) is not null)
@@ -66,6 +84,22 @@ public sealed class ThrowawayPostgres : IAsyncLifetime
 
         DataSource = NpgsqlDataSource.Create(ConnectionString);
         await DatabaseSetup.ApplySchemaAsync(DataSource);
+    }
+
+    /// <summary>A streaming replica of this server on a port of its own, with the same settings, started; disposed by the caller.</summary>
+    public async Task<ThrowawayPostgres> StartReplicaAsync()
+    {
+        var replica = new ThrowawayPostgres(_extraSettings) { _primary = this };
+        try
+        {
+            await replica.InitializeAsync();
+            return replica;
+        }
+        catch
+        {
+            await replica.DisposeAsync();
+            throw;
+        }
     }
 
     /// <summary>Starts the server and returns once it accepts connections.</summary>
@@ -97,6 +131,8 @@ public sealed class ThrowawayPostgres : IAsyncLifetime
         {
             await DataSource.DisposeAsync();
         }
+
+
 
         if (File.Exists(Path.Combine(_data, "postmaster.pid")))
         {

@@ -7,7 +7,7 @@ using Xunit;
 namespace StatsCache.Testing;
 
 /// <summary>
-/// Sums the <c>StatsCache</c> meter's counters by instrument, view (or table) and outcome (or reason), so tests can count and
+/// Sums the <c>StatsCache</c> meter's counters by instrument, view (or table, or target) and outcome (or reason), so tests can count and
 /// wait on what the service did. Given a host's services, only that host's meters count (hosts of other tests do
 /// not); without, every <c>StatsCache</c> meter in the process does (one TestingHost silo).
 /// </summary>
@@ -31,7 +31,7 @@ public sealed class MetricsRecorder : IDisposable
             string? view = null, outcome = null;
             foreach (var tag in tags)
             {
-                if (tag.Key is "view" or "table")
+                if (tag.Key is "view" or "table" or "target")
                 {
                     view = tag.Value as string;
                 }
@@ -41,16 +41,22 @@ public sealed class MetricsRecorder : IDisposable
                 }
             }
 
-            _totals.AddOrUpdate((instrument.Name, view, outcome), value, (_, total) => total + value);
+            Add((instrument.Name, view, outcome), value);
+            if (view is not null && outcome is not null)
+            {
+                Add((instrument.Name, view, null), value); // the view's total over outcomes
+                Add((instrument.Name, null, outcome), value); // the outcome's total over views
+            }
+
             if (view is not null || outcome is not null)
             {
-                _totals.AddOrUpdate((instrument.Name, null, null), value, (_, total) => total + value); // the instrument's total
+                Add((instrument.Name, null, null), value); // the instrument's total
             }
         });
         _listener.Start();
     }
 
-    /// <summary>The counter's total for a view and outcome; with neither, over every view and outcome.</summary>
+    /// <summary>The counter's total for a view and outcome; without either, over every value of it.</summary>
     public long Total(string instrument, string? view = null, string? outcome = null) =>
         _totals.GetValueOrDefault((instrument, view, outcome));
 
@@ -67,4 +73,7 @@ public sealed class MetricsRecorder : IDisposable
     }
 
     public void Dispose() => _listener.Dispose();
+
+    private void Add((string Instrument, string? View, string? Outcome) key, long value) =>
+        _totals.AddOrUpdate(key, value, (_, total) => total + value);
 }
