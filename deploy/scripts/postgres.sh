@@ -68,17 +68,21 @@ pg_start_replica() {
         # Where the primary is now, rather than what pg_basebackup -R wrote: the primary's port may have changed since.
         _pg_run "$data" "$port" "$mode" "-c primary_conninfo=postgresql://postgres@127.0.0.1:$primary_port" || return 1
         target="$(_pg_query "$primary_port" 'select pg_current_wal_flush_lsn()')" || return 1
-        local why="it replayed no WAL up to $target, the primary's, within 30 s"
+        local why="not in recovery at the primary's WAL position $target within 30 s"
         for i in $(seq 1 60); do
             [ "$(_pg_query "$port" "select pg_is_in_recovery() and pg_last_wal_replay_lsn() >= '$target'" 2>/dev/null)" = t ] && return 0
-            if tail -c "+$log_start" "$data/server.log" | grep -q 'requested WAL segment .* has already been removed'; then
+            # (grep -q on a pipe could end tail with SIGPIPE, which pipefail counts as the pipe's failure.)
+            if grep -q 'requested WAL segment .* has already been removed' < <(tail -c "+$log_start" "$data/server.log"); then
                 why="the primary no longer has the WAL it needs"
                 break
             fi
             sleep 0.5
         done
-        echo "postgres.sh: the standby in $data cannot catch up: $why (see $data/server.log)" >&2
-        "$copied" && return 1
+        if "$copied"; then
+            echo "postgres.sh: the standby in $data cannot catch up: $why (see $data/server.log)" >&2
+            return 1
+        fi
+        echo "postgres.sh: the standby in $data cannot catch up: $why" >&2
     done
     return 1
 }
