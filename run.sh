@@ -3,28 +3,42 @@
 # the demo schema and data, and the Release web host with its in-process silo.
 #   ./run.sh               one process: the web host with an in-process silo
 #   ./run.sh --cluster N   N silo processes (membership and snapshots in PostgreSQL) and the web host as their client
+#   ./run.sh --replica     also a streaming read replica of the local PostgreSQL, which the loads read from
+#                          (StatsCache__Source__Replicas__0); .local/replica, port STATSCACHE_REPLICA_PORT or 54330;
+#                          with --cluster N too, in either order; not with ConnectionStrings__Stats
 # Honours ConnectionStrings__Stats, Auth__SigningKey, Auth__Issuer, Auth__Audience and ASPNETCORE_URLS.
 # Demo size on first run: DEMO_SITES, DEMO_USERS (per site), DEMO_ORDERS. Ctrl-C stops everything it started.
 set -euo pipefail
 cd "$(dirname "$0")"
 source deploy/scripts/postgres.sh
 
+usage="usage: ./run.sh [--cluster N] [--replica]  (N from 1 to 99)"
 silos=0
-case "${1:-}" in
-  "") ;;
-  --cluster) silos="${2:-}"; [[ "$silos" =~ ^[1-9][0-9]?$ ]] || { echo "usage: ./run.sh [--cluster N]  (N from 1 to 99)" >&2; exit 2; } ;;
-  *) echo "usage: ./run.sh [--cluster N]" >&2; exit 2 ;;
-esac
+replica=false
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --cluster) silos="${2:-}"; [[ "$silos" =~ ^[1-9][0-9]?$ ]] || { echo "$usage" >&2; exit 2; }; shift 2 ;;
+    --replica) replica=true; shift ;;
+    *) echo "$usage" >&2; exit 2 ;;
+  esac
+done
+if "$replica" && [ -n "${ConnectionStrings__Stats:-}" ]; then
+  echo "--replica starts a replica of run.sh's own PostgreSQL, and ConnectionStrings__Stats names another database:" >&2
+  echo "set StatsCache__Source__Replicas__0 to a replica of that database yourself, and leave out --replica." >&2
+  exit 2
+fi
 
 state=".local"
 mkdir -p "$state"
 pg_data=""
+replica_data=""
 webhost_pid=""
 silo_pids=()
 stop() {
   local pid
   for pid in $webhost_pid "${silo_pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in $webhost_pid "${silo_pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  [ -n "$replica_data" ] && pg_stop "$replica_data"
   [ -n "$pg_data" ] && pg_stop "$pg_data"
 }
 trap stop EXIT
@@ -63,6 +77,15 @@ webhost setup --sites "${DEMO_SITES:-5}" --users "${DEMO_USERS:-2000}" --orders 
 admin_token="$(webhost token --site 1 --role admin)"
 client_token="$(webhost token --site 1 --role client)"
 writer_token="$(webhost token --site 1 --role writer)"
+
+if "$replica"; then
+  # After the demo data (a copy of it, rather than its WAL, on first run), before any silo: the loads read from it.
+  replica_data="$state/replica"
+  replica_port="${STATSCACHE_REPLICA_PORT:-54330}"
+  pg_start_replica "$pg_port" "$replica_data" "$replica_port"
+  echo "Read replica on 127.0.0.1:$replica_port (data in $replica_data), streaming from 127.0.0.1:$pg_port"
+  export StatsCache__Source__Replicas__0="Host=127.0.0.1;Port=$replica_port;Username=postgres;Database=statscache"
+fi
 
 if [ "$silos" -gt 0 ]; then
   # A cluster of this run's own: dead silos of earlier runs stay in the membership table under other ids.
