@@ -855,7 +855,7 @@ public sealed class ClusterTests(TestDatabase db, ITestOutputHelper output)
     }
 
     /// <summary>Silo processes of one cluster, started together and stopped together; their replication slot is dropped at the end.</summary>
-    private sealed class SiloGroup : IAsyncDisposable
+    internal sealed class SiloGroup : IAsyncDisposable
     {
         private readonly List<ServiceProcess> _silos = [];
         private readonly HashSet<(string ConnectionString, string Slot)> _slots = [];

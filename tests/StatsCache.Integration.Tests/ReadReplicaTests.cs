@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
+using System.Globalization;
 using System.Net;
 using System.Net.Http.Json;
 using System.Text.Json;
@@ -231,6 +232,84 @@ public sealed class ReadReplicaTests(ReplicaLab lab, ITestOutputHelper output) :
             lab.Db.DataSource.Clear();
             await lab.WaitUntilReplayedAsync();
         }
+    }
+
+    [Fact]
+    public async Task OnATwoSiloClusterTheFenceHoldsOnEitherSilo()
+    {
+        var metricsPorts = new[] { StatsCacheFactory.FreePort(), StatsCacheFactory.FreePort() };
+        var settings = new Dictionary<string, string>
+        {
+            ["Orleans:Membership"] = "AdoNet",
+            ["Orleans:Storage"] = "AdoNet",
+            ["Orleans:ClusterId"] = $"test-{Guid.NewGuid():N}",
+            ["StatsCache:Changes:SlotName"] = ReplicationSlots.NewName(),
+            ["StatsCache:Source:Replicas:0"] = lab.Replica.ConnectionString,
+        };
+        await using var silos = new ClusterTests.SiloGroup();
+        await silos.StartAsync(lab.Primary.ConnectionString, [.. metricsPorts.Select(port => new Dictionary<string, string>(settings)
+        {
+            ["Observability:SiloMetricsPort"] = port.ToString(CultureInfo.InvariantCulture),
+        })]);
+        await using var web = StatsCacheFactory.Started([
+            .. settings.Select(s => (s.Key, s.Value)),
+            ("Orleans:Mode", "Client"),
+            ("ConnectionStrings:Stats", lab.Primary.ConnectionString)]);
+        var site = await lab.Db.NewWebsiteAsync();
+        var clients = new List<long>();
+        for (var i = 0; i < 16; i++)
+        {
+            clients.Add(await lab.Db.NewUserAsync(site, "client"));
+        }
+
+        // Sixteen clients' grains: on both silos but with a chance of 2 in 65,536. The first read waits for the cluster.
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        while ((await web.ClientFor(site, "client", clients[0]).GetAsync("/api/dashboards/client-stats")).StatusCode != HttpStatusCode.OK)
+        {
+            Assert.True(DateTime.UtcNow < deadline, "The cluster did not answer in 30 s.");
+            await Task.Delay(TimeSpan.FromMilliseconds(100));
+        }
+
+        foreach (var client in clients)
+        {
+            Assert.Equal(0, await OrdersAsync(web, site, client));
+        }
+
+        using var scrape = new HttpClient();
+        var before = await Task.WhenAll(metricsPorts.Select(port => scrape.GetStringAsync($"http://127.0.0.1:{port}/metrics")));
+        await lab.PauseReplayAsync();
+        try
+        {
+            foreach (var client in clients)
+            {
+                await lab.Db.NewOrderAsync(site, client);
+            }
+
+            foreach (var client in clients)
+            {
+                await TimeUntilAsync(web, site, client, 1);
+            }
+        }
+        finally
+        {
+            await lab.ResumeReplayAsync();
+        }
+
+        var after = await Task.WhenAll(metricsPorts.Select(port => scrape.GetStringAsync($"http://127.0.0.1:{port}/metrics")));
+        for (var silo = 0; silo < 2; silo++)
+        {
+            var onPrimary = ChangeLoads(after[silo], "primary") - ChangeLoads(before[silo], "primary");
+            var onReplica = ChangeLoads(after[silo], "replica-0") - ChangeLoads(before[silo], "replica-0");
+            output.WriteLine($"silo {silo}: {onPrimary} change loads on the primary, {onReplica} on the paused replica");
+            Assert.True(onPrimary >= 1, $"Silo {silo} reloaded no change on the primary.");
+            Assert.Equal(0, onReplica);
+        }
+
+        // Loads for a change on the target, from a silo's /metrics.
+        static double ChangeLoads(string text, string target) => text.Split('\n')
+            .Where(l => l.StartsWith("statscache_source_loads_total{", StringComparison.Ordinal)
+                && l.Contains($"target=\"{target}\"", StringComparison.Ordinal) && l.Contains("reason=\"change\"", StringComparison.Ordinal))
+            .Sum(l => double.Parse(l[(l.LastIndexOf(' ') + 1)..], CultureInfo.InvariantCulture));
     }
 
     private async Task<StatsCacheFactory> WebAsync(params (string Key, string Value)[] settings)
