@@ -94,13 +94,14 @@ public sealed partial class ReadReplicas : BackgroundService
     }
 
     /// <summary>
-    /// A load failed on a replica (the caller runs it on the primary instead): the replica is skipped for
-    /// <see cref="SourceOptions.ReplicaRetryDuration"/> unless the error is the query's own, which the primary would give too.
+    /// A load failed on a replica (the caller runs it on the primary instead). A replica that is down, shutting down or out of
+    /// connections is skipped for <see cref="SourceOptions.ReplicaRetryDuration"/>; an error of the one query (a conflict
+    /// with recovery, which cancels a standby's query now and then; the query's own error) costs only that load.
     /// </summary>
     public void LoadFailed(LoadTarget target, Exception exception)
     {
         _metrics.Fallback("failed");
-        if (exception is PostgresException { IsTransient: false } || _replicas.FirstOrDefault(r => r.Server.Name == target.Name) is not { } replica)
+        if (!IsServerDown(exception) || _replicas.FirstOrDefault(r => r.Server.Name == target.Name) is not { } replica)
         {
             return;
         }
@@ -148,6 +149,16 @@ public sealed partial class ReadReplicas : BackgroundService
         }
         while (await timer.WaitForNextTickAsync(stoppingToken).ConfigureAwait(false));
     }
+
+    // No answer at all (refused, broken, timed out), or PostgreSQL's own: connection exceptions (08), shutting down or
+    // starting (57P01-57P03), out of resources such as connections (53).
+    private static bool IsServerDown(Exception exception) => exception switch
+    {
+        PostgresException postgres => postgres.SqlState.StartsWith("08", StringComparison.Ordinal)
+            || postgres.SqlState.StartsWith("57P", StringComparison.Ordinal)
+            || postgres.SqlState.StartsWith("53", StringComparison.Ordinal),
+        _ => exception is NpgsqlException or TimeoutException,
+    };
 
     private LoadTarget? Ready(Replica[] candidates, ulong required)
     {
