@@ -4,6 +4,7 @@ using System.Net;
 using System.Net.Http.Headers;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Npgsql;
 using StatsCache.Catalog;
 using StatsCache.Source;
 
@@ -165,12 +166,13 @@ public sealed partial class BenchRun
     }
 
     /// <summary>
-    /// Loads of <paramref name="view"/> since the last reset, from PostgreSQL's own statistics: every load runs
+    /// Loads of <paramref name="view"/> since the last reset, from PostgreSQL's own statistics (of the primary, or of
+    /// <paramref name="server"/>: the replica's are its own): every load runs
     /// the view's batch once, so the calls of its first query (found by the marker the bench catalog puts in its text).
     /// </summary>
-    private async Task<long> DatabaseLoadsAsync(ViewDefinition view)
+    private async Task<long> DatabaseLoadsAsync(ViewDefinition view, NpgsqlDataSource? server = null)
     {
-        await using var command = _db.CreateCommand("select coalesce(sum(calls), 0)::bigint from pg_stat_statements where query like @marker");
+        await using var command = (server ?? _db).CreateCommand("select coalesce(sum(calls), 0)::bigint from pg_stat_statements where query like @marker");
         // A parameter, so this statement's own text never contains the marker.
         command.Parameters.AddWithValue("marker", "%" + Marker(view.Name, view.Queries[0].Name) + "%");
         return (long)(await command.ExecuteScalarAsync())!;
