@@ -205,8 +205,10 @@ public sealed partial class BenchRun
         var nearCacheOff = new Dictionary<string, string> { ["StatsCache__NearCache__IsEnabled"] = "false" };
         var coHostedGrainOnly = await StartCoHostedAsync("bench-host-no-near-cache", nearCacheOff);
         var clusterGrainOnly = await StartClusterWebHostAsync("webhost-no-near-cache", nearCacheOff);
+        // Issue 24: the same co-hosted StatsCache with its loads on the read replica. A hit reads memory; this shows it stays so.
+        var coHostedReplica = ReplicaOverrides() is { } replica ? await StartCoHostedAsync("bench-host-replica", replica) : null;
         var view = Driver.HitView;
-        var contenders = new (string Name, HttpHost Host, string Path, bool Cached)[]
+        var contenders = new List<(string Name, HttpHost Host, string Path, bool Cached)>
         {
             ("bare", coHosted, "/bench/bare", false),
             (CoHostedContender, coHosted, $"/api/dashboards/{view}", true),
@@ -216,6 +218,10 @@ public sealed partial class BenchRun
             ("FusionCache", coHosted, $"/bench/fusion/{view}", true),
             ("no cache", coHosted, $"/bench/nocache/{view}", false),
         };
+        if (coHostedReplica is not null)
+        {
+            contenders.Insert(2, (ReplicaContender, coHostedReplica, $"/api/dashboards/{view}", true));
+        }
 
         var details = new JsonArray();
         foreach (var (keySet, tokenFile, count) in new[] { ("1 hot key", HotTokensPath, 1), ($"{_env.HitKeys:N0} keys", ManyTokensPath, _env.HitKeys) })
@@ -239,8 +245,9 @@ public sealed partial class BenchRun
                     await WrkAsync(host, path, tokenFile, 1);
 
                     // The benchmark host counts the bytes it allocates (the co-hosted silo's included); the web host does not.
-                    var allocatedBefore = host == coHosted ? await CountersAsync([host], BenchCounters.AllocatedBytes) : null;
-                    var nearCached = name is CoHostedContender or ClusterContender;
+                    var benchHost = host == coHosted || host == coHostedReplica;
+                    var allocatedBefore = benchHost ? await CountersAsync([host], BenchCounters.AllocatedBytes) : null;
+                    var nearCached = name is CoHostedContender or ClusterContender or ReplicaContender;
                     var missesBefore = nearCached ? await NearCacheMissesAsync(host) : 0;
                     var slice = await WrkAsync(host, path, tokenFile, Math.Max(1, _env.HitSeconds / _env.HitRounds));
                     if (allocatedBefore is { } before)
@@ -262,7 +269,7 @@ public sealed partial class BenchRun
             foreach (var (name, _, _, _) in contenders)
             {
                 var result = results[name];
-                var goal = name is CoHostedContender or ClusterContender;
+                var goal = name is CoHostedContender or ClusterContender or ReplicaContender;
                 _report.Add(new ReportRow("hit", $"{keySet}: {name} req/s, p50, p99", goal ? "p99 ≤ 1.25 × bare's" : "—",
                     $"{result.RequestsPerSecond:N0} req/s, {result.P50Ms:F2} / {result.P99Ms:F2} ms"
                     + (result.BytesPerRequest is { } bytes ? $", {bytes:N0} B allocated per request" : "")
@@ -282,6 +289,13 @@ public sealed partial class BenchRun
                     ["allocatedBytesPerRequest"] = result.BytesPerRequest is { } perRequest ? Math.Round(perRequest) : null,
                     ["grainCallsPer1000Reads"] = grainCalls.TryGetValue(name, out var perThousand) ? Math.Round(perThousand * 1000.0 / result.Requests, 2) : null,
                 });
+            }
+
+            // With loads on the replica, the same hits: its ratio to co-hosted StatsCache without one.
+            if (results.TryGetValue(ReplicaContender, out var withReplica))
+            {
+                var ratio = withReplica.RequestsPerSecond / results[CoHostedContender].RequestsPerSecond;
+                _report.Add(new ReportRow("hit", $"{keySet}: {ReplicaContender} / {CoHostedContender} (req/s)", "—", $"{ratio:F2}", null, ratio));
             }
 
             // Goals for the shipped configuration (near-cache on); the near-cache-off rows show what it adds.
@@ -306,6 +320,7 @@ public sealed partial class BenchRun
 
     private const string CoHostedContender = "StatsCache co-hosted";
     private const string ClusterContender = "StatsCache cluster";
+    private const string ReplicaContender = "StatsCache co-hosted, loads on the replica";
 
     /// <summary>
     /// Reads the host's near-cache misses so far (each a grain call): the benchmark host's own counters, or a web host's
