@@ -3,6 +3,7 @@ using System.Text.RegularExpressions;
 using StatsCache.Cache;
 using StatsCache.Changes;
 using StatsCache.Hosting;
+using StatsCache.Source;
 using StatsCache.WebHost.Api;
 using StatsCache.WebHost.Auth;
 using StatsCache.WebHost.Hosting;
@@ -95,6 +96,7 @@ public sealed partial class DeployFilesTests
             (typeof(DashboardCacheOptions), DashboardCacheOptions.SectionName),
             (typeof(ApiOptions), ApiOptions.SectionName),
             (typeof(ChangeFeedOptions), ChangeFeedOptions.SectionName),
+            (typeof(SourceOptions), SourceOptions.SectionName),
             (typeof(ObservabilityOptions), ObservabilityOptions.SectionName),
         })
         {
