@@ -206,7 +206,10 @@ public sealed partial class BenchRun
         var coHostedGrainOnly = await StartCoHostedAsync("bench-host-no-near-cache", nearCacheOff);
         var clusterGrainOnly = await StartClusterWebHostAsync("webhost-no-near-cache", nearCacheOff);
         // Issue 24: the same co-hosted StatsCache with its loads on the read replica. A hit reads memory; this shows it stays so.
+        // Beside it, the same host without a replica: a process serving one contender, idle between its turns, is not the
+        // benchmark host that serves four (bare, co-hosted, FusionCache, no cache) and stays warm; compared like with like.
         var coHostedReplica = ReplicaOverrides() is { } replica ? await StartCoHostedAsync("bench-host-replica", replica) : null;
+        var coHostedOwn = coHostedReplica is not null ? await StartCoHostedAsync("bench-host-own", new Dictionary<string, string>()) : null;
         var view = Driver.HitView;
         var contenders = new List<(string Name, HttpHost Host, string Path, bool Cached)>
         {
@@ -218,9 +221,10 @@ public sealed partial class BenchRun
             ("FusionCache", coHosted, $"/bench/fusion/{view}", true),
             ("no cache", coHosted, $"/bench/nocache/{view}", false),
         };
-        if (coHostedReplica is not null)
+        if (coHostedReplica is not null && coHostedOwn is not null)
         {
-            contenders.Insert(2, (ReplicaContender, coHostedReplica, $"/api/dashboards/{view}", true));
+            contenders.Insert(2, (OwnProcessContender, coHostedOwn, $"/api/dashboards/{view}", true));
+            contenders.Insert(3, (ReplicaContender, coHostedReplica, $"/api/dashboards/{view}", true));
         }
 
         var details = new JsonArray();
@@ -245,9 +249,9 @@ public sealed partial class BenchRun
                     await WrkAsync(host, path, tokenFile, 1);
 
                     // The benchmark host counts the bytes it allocates (the co-hosted silo's included); the web host does not.
-                    var benchHost = host == coHosted || host == coHostedReplica;
+                    var benchHost = host == coHosted || host == coHostedReplica || host == coHostedOwn;
                     var allocatedBefore = benchHost ? await CountersAsync([host], BenchCounters.AllocatedBytes) : null;
-                    var nearCached = name is CoHostedContender or ClusterContender or ReplicaContender;
+                    var nearCached = name is CoHostedContender or ClusterContender or ReplicaContender or OwnProcessContender;
                     var missesBefore = nearCached ? await NearCacheMissesAsync(host) : 0;
                     var slice = await WrkAsync(host, path, tokenFile, Math.Max(1, _env.HitSeconds / _env.HitRounds));
                     if (allocatedBefore is { } before)
@@ -291,11 +295,14 @@ public sealed partial class BenchRun
                 });
             }
 
-            // With loads on the replica, the same hits: its ratio to co-hosted StatsCache without one.
+            // With loads on the replica, the same hits: its ratio to the same host without one, and to the benchmark host's.
             if (results.TryGetValue(ReplicaContender, out var withReplica))
             {
-                var ratio = withReplica.RequestsPerSecond / results[CoHostedContender].RequestsPerSecond;
-                _report.Add(new ReportRow("hit", $"{keySet}: {ReplicaContender} / {CoHostedContender} (req/s)", "—", $"{ratio:F2}", null, ratio));
+                foreach (var other in new[] { OwnProcessContender, CoHostedContender })
+                {
+                    var ratio = withReplica.RequestsPerSecond / results[other].RequestsPerSecond;
+                    _report.Add(new ReportRow("hit", $"{keySet}: {ReplicaContender} / {other} (req/s)", "—", $"{ratio:F2}", null, ratio));
+                }
             }
 
             // Goals for the shipped configuration (near-cache on); the near-cache-off rows show what it adds.
@@ -321,6 +328,7 @@ public sealed partial class BenchRun
     private const string CoHostedContender = "StatsCache co-hosted";
     private const string ClusterContender = "StatsCache cluster";
     private const string ReplicaContender = "StatsCache co-hosted, loads on the replica";
+    private const string OwnProcessContender = "StatsCache co-hosted, a host of its own";
 
     /// <summary>
     /// Reads the host's near-cache misses so far (each a grain call): the benchmark host's own counters, or a web host's
