@@ -15,6 +15,8 @@
 # BENCH_LIVE_STREAMS (10000; live writes with fresh's rate, seconds and clients), BENCH_WRITECOST_SECONDS (5, per pgbench
 # run; 18 runs a round), BENCH_WRITECOST_ROUNDS (3), BENCH_WRITECOST_RECVLOGICAL (0; 1 adds a configuration whose slot
 # pg_recvlogical streams to /dev/null: the WAL sender's cost without StatsCache's process).
+# hit and fresh also run StatsCache with its loads on a streaming replica of that PostgreSQL (issue 24), started when
+# either is run and stopped after the last of them.
 set -euo pipefail
 cd "$(dirname "$0")"
 source deploy/scripts/postgres.sh
@@ -40,7 +42,8 @@ ensure_packages "$PGBIN/pgbench:postgresql-$(basename "$(dirname "$PGBIN")")"
 
 work="$(mktemp -d /tmp/statscache-bench.XXXXXX)"
 pg_data="$work/postgres"
-cleanup() { pg_stop "$pg_data"; rm -rf "$pg_data"; }
+replica_data="$work/replica"
+cleanup() { pg_stop "$replica_data"; rm -rf "$replica_data"; pg_stop "$pg_data"; rm -rf "$pg_data"; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
@@ -72,6 +75,20 @@ export Auth__SigningKey
 echo "Generating demo data"
 (cd src/WebHost/bin/Release/net10.0 && exec dotnet StatsCache.WebHost.dll setup \
   --sites "${BENCH_SITES:-20}" --users "${BENCH_USERS:-1000}" --orders "${BENCH_ORDERS:-1000000}")
+
+# hit and fresh have rounds with loads on a read replica (issue 24): a streaming replica of this PostgreSQL, copied
+# (pg_basebackup) once the data exists, so its copy is quick to catch up. Only when one of them runs: the copy takes
+# a while and a replaying standby shares the cores. It inherits the settings above with postgresql.auto.conf,
+# pg_stat_statements included (the fresh rounds count the loads each server ran), and the extension with the database.
+if [ ${#scenarios[@]} -eq 0 ] || [[ " ${scenarios[*]} " == *" hit "* || " ${scenarios[*]} " == *" fresh "* ]]; then
+  replica_port="$(pg_free_port)"
+  echo "Starting a streaming replica on 127.0.0.1:$replica_port"
+  pg_start_replica "$port" "$replica_data" "$replica_port" throwaway
+  [[ "$(_pg_query "$replica_port" 'show shared_preload_libraries')" == *pg_stat_statements* ]] \
+    || { echo "bench.sh: the replica has no pg_stat_statements (see $replica_data/postgresql.auto.conf)" >&2; exit 1; }
+  export BENCH_REPLICA="Host=127.0.0.1;Port=$replica_port;Username=postgres;Database=statscache_bench"
+  export BENCH_REPLICA_DATA="$replica_data"
+fi
 
 BENCH_WORK="$work" dotnet tests/Benchmarks/bin/Release/net10.0/StatsCache.Benchmarks.dll drive "${scenarios[@]}" "${json[@]}"
 echo "bench.sh took $((SECONDS - started)) s; hosts' logs in $work"

@@ -78,6 +78,15 @@ public sealed class BenchEnvironment
     /// </summary>
     public bool WriteCostRecvLogical { get; init; }
 
+    /// <summary>
+    /// A streaming replica of the bench's PostgreSQL (BENCH_REPLICA, a connection string; bench.sh starts one when hit or fresh
+    /// runs): hit and fresh add StatsCache with its loads on it. Null: those rounds are left out.
+    /// </summary>
+    public string? ReplicaConnectionString { get; init; }
+
+    /// <summary>The replica's data folder (BENCH_REPLICA_DATA), to stop it once the scenarios that use it are done.</summary>
+    public string? ReplicaDataFolder { get; init; }
+
     public static BenchEnvironment FromEnvironment()
     {
         var bin = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar)); // .../bin/Release/net10.0
@@ -115,6 +124,8 @@ public sealed class BenchEnvironment
             WriteCostSeconds = Int("BENCH_WRITECOST_SECONDS", 5),
             WriteCostRounds = Int("BENCH_WRITECOST_ROUNDS", 3),
             WriteCostRecvLogical = Int("BENCH_WRITECOST_RECVLOGICAL", 0) == 1,
+            ReplicaConnectionString = Environment.GetEnvironmentVariable("BENCH_REPLICA") is { Length: > 0 } replica ? replica : null,
+            ReplicaDataFolder = Environment.GetEnvironmentVariable("BENCH_REPLICA_DATA") is { Length: > 0 } folder ? folder : null,
         };
     }
 

@@ -29,6 +29,16 @@ public sealed partial class BenchRun
     // A write not visible this long after its commit is reported as not seen (TTL only: client-stats' TTL is 5 minutes).
     private static readonly TimeSpan VisibleWithin = TimeSpan.FromSeconds(5);
 
+    // An answer marked fresh (stale: false) may miss a write committed less than this before it was received; one that
+    // misses an older write is counted (FreshnessCheck). What a change may take with loads on a replica: the change
+    // debounce (250 ms), then the fence's wait for the replica (ReplicaWaitTimeout, 300 ms, the hosts' default) before the
+    // load goes to the primary, then a load: 250 ms for it and for the change feed's delivery (client-stats and
+    // admin-overview load in about 10 ms alone, but on two shared cores under this load they queue).
+    private static readonly TimeSpan ChangeDebounce = TimeSpan.FromMilliseconds(250);
+    private static readonly TimeSpan ReplicaWaitTimeout = TimeSpan.FromMilliseconds(300);
+    private static readonly TimeSpan LoadAllowance = TimeSpan.FromMilliseconds(250);
+    private static readonly TimeSpan FreshMissAfter = ChangeDebounce + ReplicaWaitTimeout + LoadAllowance;
+
     // An open dashboard page polls its view about once a second; the readers are spread over the second in slices.
     private static readonly TimeSpan ReaderPollInterval = TimeSpan.FromSeconds(1);
     private static readonly TimeSpan ReaderTick = TimeSpan.FromMilliseconds(50);
@@ -39,7 +49,9 @@ public sealed partial class BenchRun
     /// co-hosted with the change feed on, the same with TTL refreshes only, and the two-silo cluster with the
     /// feed on, each round on hosts of its own. Reports write-to-visible latency (client-stats of probed writes,
     /// admin-overview of every write) and the loads PostgreSQL ran per second (pg_stat_statements), next to
-    /// the write rate achieved.
+    /// the write rate achieved. With a read replica (issue 24) three more rounds: co-hosted and the cluster with their
+    /// loads on the replica, reporting the share of loads the primary ran, and co-hosted with the replica's replay paused
+    /// for the whole round, reporting the answers marked fresh that miss a write older than <see cref="FreshMissAfter"/>.
     /// </summary>
     public async Task FreshAsync()
     {
@@ -60,26 +72,43 @@ public sealed partial class BenchRun
             + $"{string.Join(", ", admins.Select(a => a.SiteId))}; open dashboards: {_env.FreshReaders:N0} clients' {Driver.HitView} "
             + $"every {ReaderPollInterval.TotalSeconds:0} s, each site's admin's {AdminView} every {ProbeInterval.TotalMilliseconds:0} ms");
 
-        var rounds = new (string Name, bool ChangeFeed, Func<Task<HttpHost>> StartAsync)[]
+        var rounds = new List<(string Name, bool ChangeFeed, FreshReplica Replica, Func<Task<HttpHost>> StartAsync)>
         {
-            ("co-hosted, change feed on", true, () => StartCoHostedAsync("fresh-feed", new Dictionary<string, string>())),
-            ("co-hosted, TTL only", false,
+            ("co-hosted, change feed on", true, FreshReplica.None, () => StartCoHostedAsync("fresh-feed", new Dictionary<string, string>())),
+            ("co-hosted, TTL only", false, FreshReplica.None,
                 () => StartCoHostedAsync("fresh-ttl", new Dictionary<string, string> { ["StatsCache__Changes__IsEnabled"] = "false" })),
             // Two silos, each listening to the feed and told only about the grains it holds; reads through a web host.
-            ("cluster of 2 silos, change feed on", true, async () => (await ClusterAsync(webHosts: 1, benchClients: 0)).WebHosts[0]),
+            ("cluster of 2 silos, change feed on", true, FreshReplica.None, async () => (await ClusterAsync(webHosts: 1, benchClients: 0)).WebHosts[0]),
         };
+        if (ReplicaOverrides() is { } replica)
+        {
+            rounds.Add(("co-hosted, change feed on, loads on the replica", true, FreshReplica.KeepsUp, () => StartCoHostedAsync("fresh-replica", replica)));
+            rounds.Add(("cluster of 2 silos, change feed on, loads on the replica", true, FreshReplica.KeepsUp,
+                async () => (await ClusterAsync(webHosts: 1, benchClients: 0, replica)).WebHosts[0]));
+            rounds.Add(("co-hosted, loads on the replica, replay paused", true, FreshReplica.Paused,
+                () => StartCoHostedAsync("fresh-replica-paused", replica)));
+        }
+        else
+        {
+            Console.WriteLine("   no read replica (BENCH_REPLICA): the rounds with loads on it are left out");
+        }
+
         var details = new JsonArray();
-        foreach (var (round, changeFeed, startAsync) in rounds)
+        foreach (var (round, changeFeed, onReplica, startAsync) in rounds)
         {
             FreshResult result;
             try
             {
-                result = await FreshRoundAsync(await startAsync(), clients, admins);
+                result = await FreshRoundAsync(await startAsync(), clients, admins, onReplica);
             }
             finally
             {
                 // Stopped before the next round starts, so the rounds do not share the cores.
                 await StopAllHostsAsync();
+                if (onReplica == FreshReplica.Paused)
+                {
+                    await ResumeReplayAsync();
+                }
             }
 
             details.Add(AddFreshRows(round, changeFeed, open, result));
@@ -96,14 +125,28 @@ public sealed partial class BenchRun
             ["adminPollMs"] = ProbeInterval.TotalMilliseconds,
             ["probesPerSecond"] = _env.FreshProbesPerSecond,
             ["visibleWithinSeconds"] = VisibleWithin.TotalSeconds,
+            ["freshMissAfterMs"] = FreshMissAfter.TotalMilliseconds,
             ["rounds"] = details,
         });
     }
 
-    /// <summary>One round's figures; latencies in seconds from commit to the first answer showing the write, +∞ when none did within <see cref="VisibleWithin"/>.</summary>
+    /// <summary>Whether a round's loads run on the replica, and whether its replay is paused for the round.</summary>
+    private enum FreshReplica
+    {
+        None,
+        KeepsUp,
+        Paused,
+    }
+
+    /// <summary>
+    /// One round's figures; latencies in seconds from commit to the first answer showing the write, +∞ when none did within
+    /// <see cref="VisibleWithin"/>. Loads by view on the primary, and on the replica (null: the round does not use it); the
+    /// host's source metrics over the writing window (null: its loads run in other processes, or on the primary alone).
+    /// </summary>
     private sealed record FreshResult(
         int Writes, double WriteSeconds, List<double> ClientLatencies, List<double> AdminLatencies,
-        Dictionary<string, long> Loads, long Reads, long FailedReads, double Seconds);
+        Dictionary<string, long> Loads, Dictionary<string, long>? ReplicaLoads, Dictionary<string, double>? SourceMetrics,
+        FreshnessCheck Check, FreshReplica Replica, long Reads, long FailedReads, double Seconds);
 
     /// <summary>HTTP reads of one round, by every reader, prober and admin.</summary>
     private sealed class FreshReads
@@ -112,13 +155,19 @@ public sealed partial class BenchRun
         public long Failed;
     }
 
-    private async Task<FreshResult> FreshRoundAsync(HttpHost host, List<Caller> clients, List<Caller> admins)
+    private async Task<FreshResult> FreshRoundAsync(HttpHost host, List<Caller> clients, List<Caller> admins, FreshReplica onReplica)
     {
         var http = ClientFor(host);
         var adminTokens = admins.Select(TokenFor).ToList();
         if (host.Slot is { } slot)
         {
             await WaitForSlotStreamedAsync(host.Process, slot);
+        }
+
+        // Paused for the whole round, first loads included (the caller resumes it): the replica answers, its data stays.
+        if (onReplica == FreshReplica.Paused)
+        {
+            await PauseReplayAsync();
         }
 
         // The open dashboards are read once first, so their entries exist before the writes, as on a live site.
@@ -130,42 +179,58 @@ public sealed partial class BenchRun
 
         var ordersBefore = await OrdersBySiteAsync(admins.Select(a => a.SiteId));
         var pending = admins.ToDictionary(a => a.SiteId, _ => new ConcurrentQueue<(long Sequence, long CommittedAt)>());
+        var check = new FreshnessCheck(admins.Select(a => a.SiteId));
         await ResetDatabaseLoadsAsync();
+        if (onReplica != FreshReplica.None)
+        {
+            await ResetReplicaLoadsAsync();
+        }
+
+        var metricsBefore = onReplica != FreshReplica.None ? await SourceMetricsAsync(host) : null;
 
         // Pollers stop once every write they watch is seen, or VisibleWithin after the last write.
         using var tail = new CancellationTokenSource();
         var reads = new FreshReads();
         var started = Stopwatch.GetTimestamp();
         var writer = WriteOrdersAsync(clients, pending, _env.FreshProbesPerSecond, _env.FreshReaders,
-            (client, orderId, committedAt) => ProbeAsync(http, Tokens[client], orderId, committedAt, reads));
-        var readers = PollReadersAsync(http, reads, writer);
-        var adminPolls = admins.Select((a, i) => PollAdminAsync(http, adminTokens[i], ordersBefore[a.SiteId], pending[a.SiteId], writer, tail.Token, reads)).ToList();
+            (client, orderId, committedAt) => ProbeAsync(http, Tokens[client], client, orderId, committedAt, reads, check), check);
+        var readers = PollReadersAsync(http, reads, writer, check);
+        var adminPolls = admins.Select((a, i) => PollAdminAsync(
+            http, adminTokens[i], a.SiteId, ordersBefore[a.SiteId], pending[a.SiteId], writer, tail.Token, reads, check)).ToList();
 
         var (writes, writeSeconds, probes) = await writer;
         tail.CancelAfter(VisibleWithin);
         // Loads over the writing window, read as it ends. Reloads trail their writes by the debounce (250 ms),
         // so the window holds those of all but its last quarter second of writes: under 1 % short of a steady state.
         var loads = new Dictionary<string, long>();
+        var replicaLoads = onReplica != FreshReplica.None ? new Dictionary<string, long>() : null;
         foreach (var view in Catalog.Views)
         {
             loads[view.Name] = await DatabaseLoadsAsync(view);
+            if (replicaLoads is not null)
+            {
+                replicaLoads[view.Name] = await DatabaseLoadsAsync(view, Replica);
+            }
         }
 
+        var sourceMetrics = metricsBefore is not null ? Delta(metricsBefore, await SourceMetricsAsync(host)) : null;
         await readers;
         var clientLatencies = (await Task.WhenAll(probes)).ToList();
         var adminLatencies = (await Task.WhenAll(adminPolls)).SelectMany(l => l).ToList();
-        return new FreshResult(writes, writeSeconds, clientLatencies, adminLatencies, loads, reads.Count, reads.Failed,
+        return new FreshResult(writes, writeSeconds, clientLatencies, adminLatencies, loads, replicaLoads,
+            sourceMetrics is { Count: > 0 } ? sourceMetrics : null, check, onReplica, reads.Count, reads.Failed,
             Stopwatch.GetElapsedTime(started).TotalSeconds);
     }
 
     /// <summary>
     /// Inserts <see cref="BenchEnvironment.FreshSeconds"/> of orders at <see cref="BenchEnvironment.FreshWritesPerSecond"/>
     /// over <paramref name="clients"/>, and starts a probe for about <paramref name="probesPerSecond"/> of them a second
-    /// (writes to the first <paramref name="probed"/> clients, those with their dashboard open).
+    /// (writes to the first <paramref name="probed"/> clients, those with their dashboard open). Every write is told to
+    /// <paramref name="check"/>, if any.
     /// </summary>
     private async Task<(int Writes, double Seconds, List<Task<double>> Probes)> WriteOrdersAsync(
         List<Caller> clients, Dictionary<long, ConcurrentQueue<(long Sequence, long CommittedAt)>> pending,
-        int probesPerSecond, int probed, Func<int, long, long, Task<double>> probe)
+        int probesPerSecond, int probed, Func<int, long, long, Task<double>> probe, FreshnessCheck? check = null)
     {
         var rate = _env.FreshWritesPerSecond;
         var total = rate * _env.FreshSeconds;
@@ -206,6 +271,7 @@ public sealed partial class BenchRun
                 price.TypedValue = pages.TypedValue * 15m;
                 var orderId = (long)(await insert.ExecuteScalarAsync())!;
                 var committedAt = Stopwatch.GetTimestamp();
+                check?.Written(index, caller.SiteId, orderId, committedAt);
                 pending[caller.SiteId].Enqueue((++sequences[caller.SiteId], committedAt));
                 if (written >= nextProbe && index < probed)
                 {
@@ -219,11 +285,12 @@ public sealed partial class BenchRun
     }
 
     /// <summary>Polls a client's view until it shows the order (then its newest: last_order_id reaches it); seconds from commit, +∞ if not within <see cref="VisibleWithin"/>.</summary>
-    private static async Task<double> ProbeAsync(HttpClient http, string token, long orderId, long committedAt, FreshReads reads)
+    private static async Task<double> ProbeAsync(
+        HttpClient http, string token, int client, long orderId, long committedAt, FreshReads reads, FreshnessCheck check)
     {
         while (true)
         {
-            var data = await ReadViewAsync(http, Driver.HitView, token, reads);
+            var data = await ReadViewAsync(http, Driver.HitView, token, reads, (data, stale, at) => check.ClientAnswer(client, data, stale, at));
             var age = Stopwatch.GetElapsedTime(committedAt);
             if (data?.GetProperty("summary").GetProperty("last_order_id") is { ValueKind: JsonValueKind.Number } last && last.GetInt64() >= orderId)
             {
@@ -240,7 +307,7 @@ public sealed partial class BenchRun
     }
 
     /// <summary>Every open client dashboard reads its view once per <see cref="ReaderPollInterval"/>, spread over it, until the writes end.</summary>
-    private async Task PollReadersAsync(HttpClient http, FreshReads reads, Task writes)
+    private async Task PollReadersAsync(HttpClient http, FreshReads reads, Task writes, FreshnessCheck check)
     {
         var slices = (int)(ReaderPollInterval / ReaderTick);
         using var timer = new PeriodicTimer(ReaderTick);
@@ -248,7 +315,7 @@ public sealed partial class BenchRun
         {
             var slice = tick % slices;
             await Task.WhenAll(Enumerable.Range(0, _env.FreshReaders).Where(i => i % slices == slice)
-                .Select(i => ReadViewAsync(http, Driver.HitView, Tokens[i], reads)));
+                .Select(i => ReadViewAsync(http, Driver.HitView, Tokens[i], reads, (data, stale, at) => check.ClientAnswer(i, data, stale, at))));
         }
     }
 
@@ -257,13 +324,13 @@ public sealed partial class BenchRun
     /// commits one at a time, in sequence). Seconds from commit for every write of the site, +∞ for those not seen.
     /// </summary>
     private static async Task<List<double>> PollAdminAsync(
-        HttpClient http, string token, long ordersBefore, ConcurrentQueue<(long Sequence, long CommittedAt)> pending,
-        Task writes, CancellationToken tail, FreshReads reads)
+        HttpClient http, string token, long site, long ordersBefore, ConcurrentQueue<(long Sequence, long CommittedAt)> pending,
+        Task writes, CancellationToken tail, FreshReads reads, FreshnessCheck check)
     {
         var latencies = new List<double>();
         while (!tail.IsCancellationRequested && !(writes.IsCompleted && pending.IsEmpty))
         {
-            var data = await ReadViewAsync(http, AdminView, token, reads);
+            var data = await ReadViewAsync(http, AdminView, token, reads, (data, stale, at) => check.AdminAnswer(site, ordersBefore, data, stale, at));
             var seenAt = Stopwatch.GetTimestamp();
             var total = data?.GetProperty("orders_by_status").GetProperty("total").GetInt64();
             while (total is not null && pending.TryPeek(out var write) && ordersBefore + write.Sequence <= total)
@@ -279,12 +346,17 @@ public sealed partial class BenchRun
         return latencies;
     }
 
-    /// <summary>One read of a view as a dashboard makes it: its data, or null (counted as failed) when the answer is not 200.</summary>
-    private static async Task<JsonElement?> ReadViewAsync(HttpClient http, string view, string token, FreshReads reads)
+    /// <summary>
+    /// One read of a view as a dashboard makes it: its data, or null (counted as failed) when the answer is not 200; an answer
+    /// is also handed to <paramref name="answered"/> with its stale flag and when it was received.
+    /// </summary>
+    private static async Task<JsonElement?> ReadViewAsync(
+        HttpClient http, string view, string token, FreshReads reads, Action<JsonElement, bool, long>? answered = null)
     {
         using var request = new HttpRequestMessage(HttpMethod.Get, $"/api/dashboards/{view}");
         request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", token);
         using var response = await http.SendAsync(request);
+        var receivedAt = Stopwatch.GetTimestamp();
         Interlocked.Increment(ref reads.Count);
         if (response.StatusCode != HttpStatusCode.OK)
         {
@@ -293,7 +365,9 @@ public sealed partial class BenchRun
         }
 
         using var json = await JsonDocument.ParseAsync(await response.Content.ReadAsStreamAsync());
-        return json.RootElement.GetProperty("data").Clone();
+        var data = json.RootElement.GetProperty("data").Clone();
+        answered?.Invoke(data, json.RootElement.GetProperty("stale").GetBoolean(), receivedAt);
+        return data;
     }
 
     /// <summary>The first admin of each site.</summary>
@@ -356,9 +430,11 @@ public sealed partial class BenchRun
             };
         }
 
+        // Loads wherever they ran: the primary, and the replica in the rounds that use it.
+        var allLoads = result.Loads.ToDictionary(l => l.Key, l => l.Value + (result.ReplicaLoads?.GetValueOrDefault(l.Key) ?? 0));
         var writesPerSecond = result.Writes / result.WriteSeconds;
-        var loadsPerSecond = result.Loads.Values.Sum() / result.WriteSeconds;
-        var byView = string.Join(", ", result.Loads.Where(l => l.Value > 0).OrderByDescending(l => l.Value)
+        var loadsPerSecond = allLoads.Values.Sum() / result.WriteSeconds;
+        var byView = string.Join(", ", allLoads.Where(l => l.Value > 0).OrderByDescending(l => l.Value)
             .Select(l => $"{l.Key} {l.Value / result.WriteSeconds:F1}"));
         var failed = result.FailedReads > 0 ? $", {result.FailedReads:N0} reads failed" : "";
         _report.Add(new ReportRow("fresh", $"{round}: source loads/s, open dashboards: {open}", goal ? "< write rate" : "—",
@@ -366,7 +442,147 @@ public sealed partial class BenchRun
             goal ? loadsPerSecond < writesPerSecond : null, loadsPerSecond));
         detail["loads"] = new JsonObject([.. result.Loads.Select(l => KeyValuePair.Create(l.Key, (JsonNode?)l.Value))]);
         detail["loadsPerSecond"] = Math.Round(loadsPerSecond, 1);
+        if (result.ReplicaLoads is { } replicaLoads)
+        {
+            AddReplicaRows(round, result, replicaLoads, detail);
+        }
+
+        detail["freshAnswers"] = result.Check.ToJson();
         return detail;
+    }
+
+    /// <summary>
+    /// A replica round's rows: the share of the dashboards' loads the primary ran (goal when the replica keeps up), and with
+    /// replay paused the answers marked fresh that miss a write older than <see cref="FreshMissAfter"/> (goal 0).
+    /// </summary>
+    private void AddReplicaRows(string round, FreshResult result, Dictionary<string, long> replicaLoads, JsonObject detail)
+    {
+        var (primary, replica) = (result.Loads.Values.Sum(), replicaLoads.Values.Sum());
+        var share = primary + replica > 0 ? (double)primary / (primary + replica) : 0;
+        var keepsUp = result.Replica == FreshReplica.KeepsUp;
+        var metrics = result.SourceMetrics;
+        string Sum(string name, string label) => string.Join(", ", (metrics ?? [])
+            .Where(m => m.Key.StartsWith(name + "{", StringComparison.Ordinal) && m.Value > 0)
+            .GroupBy(m => LabelOf(m.Key, label)).Select(g => $"{g.Key} {g.Sum(m => m.Value):N0}"));
+        var fallbacks = Sum("statscache_source_fallbacks_total", "reason");
+        var waits = (metrics ?? []).Where(m => m.Key.StartsWith("statscache_source_fence_wait_duration_seconds_count{", StringComparison.Ordinal)).Sum(m => m.Value);
+        var waited = (metrics ?? []).Where(m => m.Key.StartsWith("statscache_source_fence_wait_duration_seconds_sum{", StringComparison.Ordinal)).Sum(m => m.Value);
+        var why = metrics is null ? "" : $"; fallbacks to the primary: {(fallbacks.Length > 0 ? fallbacks : "none")}; fence waits {waits:N0}"
+            + (waits > 0 ? $" ({Sum("statscache_source_fence_wait_duration_seconds_count", "outcome")}; mean {waited / waits * 1000:N0} ms)" : "");
+        _report.Add(new ReportRow("fresh", $"{round}: dashboard loads on the primary (pg_stat_statements on each server)", keepsUp ? "≤ 1 %" : "—",
+            $"{share:P1}: {primary:N0} on the primary, {replica:N0} on the replica{why}", keepsUp ? share <= 0.01 : null, share * 100));
+        detail["replicaLoads"] = new JsonObject([.. replicaLoads.Select(l => KeyValuePair.Create(l.Key, (JsonNode?)l.Value))]);
+        detail["primaryShare"] = Math.Round(share, 4);
+        detail["sourceMetrics"] = metrics is null ? null : new JsonObject([.. metrics.Where(m => m.Value != 0).OrderBy(m => m.Key)
+            .Select(m => KeyValuePair.Create(m.Key, (JsonNode?)Math.Round(m.Value, 3)))]);
+
+        if (result.Replica == FreshReplica.Paused)
+        {
+            var check = result.Check;
+            _report.Add(new ReportRow("fresh", $"{round}: answers marked fresh that miss a write committed over {FreshMissAfter.TotalMilliseconds:N0} ms before", "0",
+                $"{check.Missed:N0} of {check.Fresh:N0} fresh answers ({check.Answers:N0} checked); the oldest write a fresh answer missed: "
+                + $"{check.OldestMissedByFresh.TotalMilliseconds:N0} ms", check.Missed == 0, check.Missed));
+        }
+    }
+
+    private static string LabelOf(string key, string label) =>
+        key.Split('{', '}', ',').FirstOrDefault(p => p.StartsWith(label + "=", StringComparison.Ordinal))?[(label.Length + 1)..] ?? "";
+
+    /// <summary>
+    /// Answers marked fresh (<c>stale: false</c>) that miss a write committed more than <see cref="FreshMissAfter"/> before they
+    /// were received: every client-stats answer (readers and probes) against every write to its client (the order is missing
+    /// while <c>last_order_id</c> is below it: one writer, ids grow with commits), every admin-overview answer against every write
+    /// to its site (missing while the site's order count does not include it).
+    /// </summary>
+    private sealed class FreshnessCheck
+    {
+        private readonly Lock _lock = new();
+        private readonly Dictionary<int, List<(long OrderId, long CommittedAt)>> _clientWrites = [];
+        private readonly Dictionary<long, List<long>> _siteWrites; // commit times, by sequence (index + 1)
+        private long _oldestMissed;
+
+        public FreshnessCheck(IEnumerable<long> sites) => _siteWrites = sites.ToDictionary(s => s, _ => new List<long>());
+
+        public long Answers { get; private set; }
+
+        public long Fresh { get; private set; }
+
+        public long Missed { get; private set; }
+
+        /// <summary>The age, when received, of the oldest write an answer marked fresh did not show (threshold or not).</summary>
+        public TimeSpan OldestMissedByFresh => Stopwatch.GetElapsedTime(0, _oldestMissed);
+
+        public void Written(int client, long site, long orderId, long committedAt)
+        {
+            lock (_lock)
+            {
+                if (!_clientWrites.TryGetValue(client, out var writes))
+                {
+                    _clientWrites[client] = writes = [];
+                }
+
+                writes.Add((orderId, committedAt));
+                _siteWrites[site].Add(committedAt);
+            }
+        }
+
+        public void ClientAnswer(int client, JsonElement data, bool stale, long receivedAt)
+        {
+            var last = data.GetProperty("summary").GetProperty("last_order_id") is { ValueKind: JsonValueKind.Number } id ? id.GetInt64() : 0;
+            lock (_lock)
+            {
+                long? missing = _clientWrites.TryGetValue(client, out var writes) && writes.FindIndex(w => w.OrderId > last) is var index and >= 0
+                    ? writes[index].CommittedAt
+                    : null;
+                Count(stale, missing, receivedAt);
+            }
+        }
+
+        public void AdminAnswer(long site, long ordersBefore, JsonElement data, bool stale, long receivedAt)
+        {
+            var seen = Math.Max(0, data.GetProperty("orders_by_status").GetProperty("total").GetInt64() - ordersBefore);
+            lock (_lock)
+            {
+                var writes = _siteWrites[site];
+                Count(stale, seen < writes.Count ? writes[(int)seen] : null, receivedAt);
+            }
+        }
+
+        private void Count(bool stale, long? oldestMissing, long receivedAt)
+        {
+            Answers++;
+            if (stale)
+            {
+                return;
+            }
+
+            Fresh++;
+            if (oldestMissing is not { } committedAt)
+            {
+                return;
+            }
+
+            var age = receivedAt - committedAt;
+            _oldestMissed = Math.Max(_oldestMissed, age);
+            if (Stopwatch.GetElapsedTime(committedAt, receivedAt) > FreshMissAfter)
+            {
+                Missed++;
+            }
+        }
+
+        public JsonObject ToJson()
+        {
+            lock (_lock)
+            {
+                return new JsonObject
+                {
+                    ["answers"] = Answers,
+                    ["fresh"] = Fresh,
+                    ["missingAWriteOlderThanThreshold"] = Missed,
+                    ["oldestWriteMissedByAFreshAnswerMs"] = Math.Round(OldestMissedByFresh.TotalMilliseconds),
+                };
+            }
+        }
     }
 
     private static string Latency(double seconds) =>

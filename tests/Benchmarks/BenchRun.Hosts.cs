@@ -79,13 +79,26 @@ public sealed partial class BenchRun
     /// <summary>
     /// Two src/Silo processes (AdoNet membership and storage, as ./run.sh --cluster 2), <paramref name="webHosts"/>
     /// src/WebHost processes in client mode, and <paramref name="benchClients"/> benchmark hosts in client mode
-    /// (the contenders on more than one host).
+    /// (the contenders on more than one host). The processes it starts get <paramref name="overrides"/> on top of their
+    /// environment (those already running keep theirs).
     /// </summary>
-    public async Task<(IReadOnlyList<HttpHost> WebHosts, IReadOnlyList<HttpHost> BenchClients)> ClusterAsync(int webHosts, int benchClients)
+    public async Task<(IReadOnlyList<HttpHost> WebHosts, IReadOnlyList<HttpHost> BenchClients)> ClusterAsync(
+        int webHosts, int benchClients, IReadOnlyDictionary<string, string>? overrides = null)
     {
-        while (_gatewayPorts.Count < 2)
+        Dictionary<string, string> EnvironmentWithOverrides()
         {
             var environment = ClusterEnvironment();
+            foreach (var (key, value) in overrides ?? new Dictionary<string, string>())
+            {
+                environment[key] = value;
+            }
+
+            return environment;
+        }
+
+        while (_gatewayPorts.Count < 2)
+        {
+            var environment = EnvironmentWithOverrides();
             var gateway = ChildProcess.FreePort();
             environment["Orleans__SiloPort"] = Port();
             environment["Orleans__GatewayPort"] = gateway.ToString(CultureInfo.InvariantCulture);
@@ -96,14 +109,14 @@ public sealed partial class BenchRun
 
         while (_webHosts.Count < webHosts)
         {
-            var environment = ClusterEnvironment();
+            var environment = EnvironmentWithOverrides();
             environment["Orleans__Mode"] = "Client";
             _webHosts.Add(await StartHttpHostAsync($"webhost-{_webHosts.Count + 1}", _env.WebHostDll, [], environment));
         }
 
         while (_benchClients.Count < benchClients)
         {
-            var environment = ClusterEnvironment();
+            var environment = EnvironmentWithOverrides();
             environment["Orleans__Mode"] = "Client";
             _benchClients.Add(await StartHttpHostAsync($"bench-client-{_benchClients.Count + 1}", _env.SelfDll, ["serve"], environment));
         }

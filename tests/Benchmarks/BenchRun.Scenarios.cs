@@ -4,6 +4,7 @@ using System.Net;
 using System.Net.Http.Headers;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Npgsql;
 using StatsCache.Catalog;
 using StatsCache.Source;
 
@@ -165,12 +166,13 @@ public sealed partial class BenchRun
     }
 
     /// <summary>
-    /// Loads of <paramref name="view"/> since the last reset, from PostgreSQL's own statistics: every load runs
+    /// Loads of <paramref name="view"/> since the last reset, from PostgreSQL's own statistics (of the primary, or of
+    /// <paramref name="server"/>: the replica's are its own): every load runs
     /// the view's batch once, so the calls of its first query (found by the marker the bench catalog puts in its text).
     /// </summary>
-    private async Task<long> DatabaseLoadsAsync(ViewDefinition view)
+    private async Task<long> DatabaseLoadsAsync(ViewDefinition view, NpgsqlDataSource? server = null)
     {
-        await using var command = _db.CreateCommand("select coalesce(sum(calls), 0)::bigint from pg_stat_statements where query like @marker");
+        await using var command = (server ?? _db).CreateCommand("select coalesce(sum(calls), 0)::bigint from pg_stat_statements where query like @marker");
         // A parameter, so this statement's own text never contains the marker.
         command.Parameters.AddWithValue("marker", "%" + Marker(view.Name, view.Queries[0].Name) + "%");
         return (long)(await command.ExecuteScalarAsync())!;
@@ -203,8 +205,13 @@ public sealed partial class BenchRun
         var nearCacheOff = new Dictionary<string, string> { ["StatsCache__NearCache__IsEnabled"] = "false" };
         var coHostedGrainOnly = await StartCoHostedAsync("bench-host-no-near-cache", nearCacheOff);
         var clusterGrainOnly = await StartClusterWebHostAsync("webhost-no-near-cache", nearCacheOff);
+        // Issue 24: the same co-hosted StatsCache with its loads on the read replica. A hit reads memory; this shows it stays so.
+        // Beside it, the same host without a replica: a process serving one contender, idle between its turns, is not the
+        // benchmark host that serves four (bare, co-hosted, FusionCache, no cache) and stays warm; compared like with like.
+        var coHostedReplica = ReplicaOverrides() is { } replica ? await StartCoHostedAsync("bench-host-replica", replica) : null;
+        var coHostedOwn = coHostedReplica is not null ? await StartCoHostedAsync("bench-host-own", new Dictionary<string, string>()) : null;
         var view = Driver.HitView;
-        var contenders = new (string Name, HttpHost Host, string Path, bool Cached)[]
+        var contenders = new List<(string Name, HttpHost Host, string Path, bool Cached)>
         {
             ("bare", coHosted, "/bench/bare", false),
             (CoHostedContender, coHosted, $"/api/dashboards/{view}", true),
@@ -214,6 +221,11 @@ public sealed partial class BenchRun
             ("FusionCache", coHosted, $"/bench/fusion/{view}", true),
             ("no cache", coHosted, $"/bench/nocache/{view}", false),
         };
+        if (coHostedReplica is not null && coHostedOwn is not null)
+        {
+            contenders.Insert(2, (OwnProcessContender, coHostedOwn, $"/api/dashboards/{view}", true));
+            contenders.Insert(3, (ReplicaContender, coHostedReplica, $"/api/dashboards/{view}", true));
+        }
 
         var details = new JsonArray();
         foreach (var (keySet, tokenFile, count) in new[] { ("1 hot key", HotTokensPath, 1), ($"{_env.HitKeys:N0} keys", ManyTokensPath, _env.HitKeys) })
@@ -237,8 +249,9 @@ public sealed partial class BenchRun
                     await WrkAsync(host, path, tokenFile, 1);
 
                     // The benchmark host counts the bytes it allocates (the co-hosted silo's included); the web host does not.
-                    var allocatedBefore = host == coHosted ? await CountersAsync([host], BenchCounters.AllocatedBytes) : null;
-                    var nearCached = name is CoHostedContender or ClusterContender;
+                    var benchHost = host == coHosted || host == coHostedReplica || host == coHostedOwn;
+                    var allocatedBefore = benchHost ? await CountersAsync([host], BenchCounters.AllocatedBytes) : null;
+                    var nearCached = name is CoHostedContender or ClusterContender or ReplicaContender or OwnProcessContender;
                     var missesBefore = nearCached ? await NearCacheMissesAsync(host) : 0;
                     var slice = await WrkAsync(host, path, tokenFile, Math.Max(1, _env.HitSeconds / _env.HitRounds));
                     if (allocatedBefore is { } before)
@@ -260,7 +273,7 @@ public sealed partial class BenchRun
             foreach (var (name, _, _, _) in contenders)
             {
                 var result = results[name];
-                var goal = name is CoHostedContender or ClusterContender;
+                var goal = name is CoHostedContender or ClusterContender or ReplicaContender;
                 _report.Add(new ReportRow("hit", $"{keySet}: {name} req/s, p50, p99", goal ? "p99 ≤ 1.25 × bare's" : "—",
                     $"{result.RequestsPerSecond:N0} req/s, {result.P50Ms:F2} / {result.P99Ms:F2} ms"
                     + (result.BytesPerRequest is { } bytes ? $", {bytes:N0} B allocated per request" : "")
@@ -280,6 +293,16 @@ public sealed partial class BenchRun
                     ["allocatedBytesPerRequest"] = result.BytesPerRequest is { } perRequest ? Math.Round(perRequest) : null,
                     ["grainCallsPer1000Reads"] = grainCalls.TryGetValue(name, out var perThousand) ? Math.Round(perThousand * 1000.0 / result.Requests, 2) : null,
                 });
+            }
+
+            // With loads on the replica, the same hits: its ratio to the same host without one, and to the benchmark host's.
+            if (results.TryGetValue(ReplicaContender, out var withReplica))
+            {
+                foreach (var other in new[] { OwnProcessContender, CoHostedContender })
+                {
+                    var ratio = withReplica.RequestsPerSecond / results[other].RequestsPerSecond;
+                    _report.Add(new ReportRow("hit", $"{keySet}: {ReplicaContender} / {other} (req/s)", "—", $"{ratio:F2}", null, ratio));
+                }
             }
 
             // Goals for the shipped configuration (near-cache on); the near-cache-off rows show what it adds.
@@ -304,6 +327,8 @@ public sealed partial class BenchRun
 
     private const string CoHostedContender = "StatsCache co-hosted";
     private const string ClusterContender = "StatsCache cluster";
+    private const string ReplicaContender = "StatsCache co-hosted, loads on the replica";
+    private const string OwnProcessContender = "StatsCache co-hosted, a host of its own";
 
     /// <summary>
     /// Reads the host's near-cache misses so far (each a grain call): the benchmark host's own counters, or a web host's

@@ -62,6 +62,8 @@ public static class Driver
         var started = Stopwatch.StartNew();
         await using (var bench = await BenchRun.PrepareAsync(environment, report))
         {
+            // The read replica's last users: a standby replaying the others' writes would share the cores with them.
+            var lastOnReplica = AllScenarios.Where(scenarios.Contains).LastOrDefault(s => s is "hit" or "fresh");
             foreach (var scenario in AllScenarios.Where(scenarios.Contains))
             {
                 Console.WriteLine($"== {scenario}");
@@ -78,6 +80,10 @@ public static class Driver
                     _ => bench.RefreshAsync(),
                 });
                 Console.WriteLine($"   ({scenarioStarted.Elapsed.TotalSeconds:F0} s)");
+                if (scenario == lastOnReplica && scenario != AllScenarios.Where(scenarios.Contains).Last())
+                {
+                    await bench.StopReplicaAsync();
+                }
             }
         }
 
@@ -111,6 +117,7 @@ public sealed partial class BenchRun : IAsyncDisposable
     private readonly BenchEnvironment _env;
     private readonly Report _report;
     private readonly NpgsqlDataSource _db;
+    private readonly NpgsqlDataSource? _replicaDb;
     private readonly List<ChildProcess> _processes = [];
     private readonly Dictionary<string, HttpClient> _clients = [];
     private int _nextStampedeUser;
@@ -120,6 +127,7 @@ public sealed partial class BenchRun : IAsyncDisposable
         _env = env;
         _report = report;
         _db = db;
+        _replicaDb = env.ReplicaConnectionString is { } replica ? NpgsqlDataSource.Create(replica) : null;
     }
 
     /// <summary>The default catalog with a marker comment on every query, so pg_stat_statements can tell each view's loads apart.</summary>
@@ -246,5 +254,9 @@ public sealed partial class BenchRun : IAsyncDisposable
         }
 
         await _db.DisposeAsync();
+        if (_replicaDb is not null)
+        {
+            await _replicaDb.DisposeAsync();
+        }
     }
 }
