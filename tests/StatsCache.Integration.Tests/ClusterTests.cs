@@ -416,56 +416,25 @@ public sealed class ClusterTests(TestDatabase db, ITestOutputHelper output)
     [Fact]
     public async Task KillingTheSiloThatStreamsTheSlotUnderWritesHandsTheFeedOverAndLosesNoWrite()
     {
-        // Each silo exports its metrics on a port of its own, so the survivor's can be read after the kill.
-        var settings = ClusterSettings();
-        var metricsPorts = new[] { StatsCacheFactory.FreePort(), StatsCacheFactory.FreePort() };
-        await using var silos = await StartActiveSilosAsync(settings, [.. metricsPorts.Select(port => new Dictionary<string, string>(settings)
-        {
-            ["Observability:SiloMetricsPort"] = port.ToString(CultureInfo.InvariantCulture),
-        })]);
-        settings["StatsCache:RequestLimit:IsEnabled"] = "false";
-        await using var web = ClientWebHost(settings);
-        var site = await db.NewWebsiteAsync();
-        var clients = new List<long>();
-        for (var i = 0; i < 30; i++)
-        {
-            clients.Add(await db.NewUserAsync(site, "client"));
-        }
-
-        var http = clients.ToDictionary(c => c, c => web.ClientFor(site, "client", c));
-        await Task.WhenAll(clients.Select(c => GetClientStatsAsync(http[c], c))); // every client's grain active, on either silo
-        await WaitUntilAsync(() => Task.FromResult(HolderOf(silos) is not null), "a silo streaming the slot");
-        var holder = HolderOf(silos)!.Value;
-        var survivor = 1 - holder;
+        await using var cluster = await StartSlotClusterAsync();
+        var (silos, http, holder, survivor) = (cluster.Silos, cluster.Http, cluster.Holder, cluster.Survivor);
         using var scrape = new HttpClient();
-        var survivorBefore = await scrape.GetStringAsync($"http://127.0.0.1:{metricsPorts[survivor]}/metrics");
+        var survivorBefore = await scrape.GetStringAsync(cluster.MetricsUrl(survivor));
 
-        // 200 orders a second over the clients, from four writers; the slot's silo is killed two seconds in.
-        using var stopWriting = new CancellationTokenSource();
-        var written = 0;
-        var writers = Enumerable.Range(0, 4).Select(w => Task.Run(async () =>
-        {
-            using var pace = new PeriodicTimer(TimeSpan.FromMilliseconds(20));
-            for (var n = w; !stopWriting.IsCancellationRequested; n += 4)
-            {
-                await InsertOrderAsync(site, clients[n % clients.Count], price: 1m);
-                Interlocked.Increment(ref written);
-                await pace.WaitForNextTickAsync();
-            }
-        })).ToList();
+        // The slot's silo is killed two seconds into the writes.
+        await using var writers = OrderWriters.Start(this, cluster.Site, cluster.Clients);
         await Task.Delay(TimeSpan.FromSeconds(2));
         await silos.KillAsync(holder);
         var killed = Stopwatch.StartNew();
         await WaitUntilAsync(() => Task.FromResult(silos.OutputOf(survivor).Contains(HoldingMessage, StringComparison.Ordinal)), "the survivor taking the slot");
         var tookOver = killed.Elapsed;
         await Task.Delay(TimeSpan.FromSeconds(3));
-        await stopWriting.CancelAsync();
-        await Task.WhenAll(writers);
+        await writers.StopAsync();
 
         // Every write's effect shows: each client's dashboard equals a direct count (those whose grains died with the silo
         // reactivate from their stored snapshots, which refresh within a second).
         var visible = Stopwatch.StartNew();
-        await Task.WhenAll(clients.Select(async client =>
+        await Task.WhenAll(cluster.Clients.Select(async client =>
         {
             var expected = await ScalarAsync<decimal>("select coalesce(sum(price), 0) from orders where client_id = @c", ("c", client));
             await WaitUntilAsync(async () => (await GetClientStatsAsync(http[client], client)).Spent == expected, $"client {client}'s {expected} visible");
@@ -473,8 +442,8 @@ public sealed class ClusterTests(TestDatabase db, ITestOutputHelper output)
 
         // The survivor took the slot once and routed what was missed, never a refresh of everything (it had one when the
         // cluster's slot was created, with nothing cached yet).
-        var survivorAfter = await scrape.GetStringAsync($"http://127.0.0.1:{metricsPorts[survivor]}/metrics");
-        output.WriteLine($"{written} orders written; the survivor took the slot {tookOver.TotalMilliseconds:F0} ms after the kill; " +
+        var survivorAfter = await scrape.GetStringAsync(cluster.MetricsUrl(survivor));
+        output.WriteLine($"{writers.Written} orders written; the survivor took the slot {tookOver.TotalMilliseconds:F0} ms after the kill; " +
             $"all visible {visible.Elapsed.TotalMilliseconds:F0} ms after the writes stopped");
         Assert.Equal(MetricValue(survivorBefore, "statscache_changes_takeovers_total") + 1, MetricValue(survivorAfter, "statscache_changes_takeovers_total"));
         Assert.Equal(MetricValue(survivorBefore, "statscache_changes_total", "table=\"all\""), MetricValue(survivorAfter, "statscache_changes_total", "table=\"all\""));
@@ -485,27 +454,8 @@ public sealed class ClusterTests(TestDatabase db, ITestOutputHelper output)
     public async Task HangingTheSiloThatStreamsTheSlotHandsTheFeedOverAfterItsSilenceAndTheWokenSiloNeverStreamsAgain()
     {
         var defaults = new ChangeFeedOptions();
-        var settings = ClusterSettings();
-        var slot = settings["StatsCache:Changes:SlotName"];
-        var metricsPorts = new[] { StatsCacheFactory.FreePort(), StatsCacheFactory.FreePort() };
-        await using var silos = await StartActiveSilosAsync(settings, [.. metricsPorts.Select(port => new Dictionary<string, string>(settings)
-        {
-            ["Observability:SiloMetricsPort"] = port.ToString(CultureInfo.InvariantCulture),
-        })]);
-        settings["StatsCache:RequestLimit:IsEnabled"] = "false";
-        await using var web = ClientWebHost(settings);
-        var site = await db.NewWebsiteAsync();
-        var clients = new List<long>();
-        for (var i = 0; i < 30; i++)
-        {
-            clients.Add(await db.NewUserAsync(site, "client"));
-        }
-
-        var http = clients.ToDictionary(c => c, c => web.ClientFor(site, "client", c));
-        await Task.WhenAll(clients.Select(c => GetClientStatsAsync(http[c], c))); // every client's grain active, on either silo
-        await WaitUntilAsync(() => Task.FromResult(HolderOf(silos) is not null), "a silo streaming the slot");
-        var holder = HolderOf(silos)!.Value;
-        var survivor = 1 - holder;
+        await using var cluster = await StartSlotClusterAsync();
+        var (silos, http, holder, survivor, slot) = (cluster.Silos, cluster.Http, cluster.Holder, cluster.Survivor, cluster.Slot);
         using var scrape = new HttpClient();
 
         // An idle, healthy holder is left alone: its status updates keep its WAL sender's reply_time moving.
@@ -519,44 +469,32 @@ public sealed class ClusterTests(TestDatabase db, ITestOutputHelper output)
             }
         }
 
-        var survivorBefore = await scrape.GetStringAsync($"http://127.0.0.1:{metricsPorts[survivor]}/metrics");
+        var survivorBefore = await scrape.GetStringAsync(cluster.MetricsUrl(survivor));
 
-        // 200 orders a second over the clients, from four writers; the slot's silo is hung (SIGSTOP) once 400 are in.
-        using var stopWriting = new CancellationTokenSource();
-        var written = 0;
-        var writers = Enumerable.Range(0, 4).Select(w => Task.Run(async () =>
-        {
-            using var pace = new PeriodicTimer(TimeSpan.FromMilliseconds(20));
-            for (var n = w; !stopWriting.IsCancellationRequested; n += 4)
-            {
-                await InsertOrderAsync(site, clients[n % clients.Count], price: 1m);
-                Interlocked.Increment(ref written);
-                await pace.WaitForNextTickAsync();
-            }
-        })).ToList();
-        await WaitUntilAsync(() => Task.FromResult(Volatile.Read(ref written) >= 400), "400 orders written");
+        // The slot's silo is hung (SIGSTOP) once 400 orders are in.
+        await using var writers = OrderWriters.Start(this, cluster.Site, cluster.Clients);
+        await WaitUntilAsync(() => Task.FromResult(writers.Written >= 400), "400 orders written");
         await silos.SignalAsync(holder, "STOP");
         var stopped = Stopwatch.StartNew();
         try
         {
             await WaitUntilAsync(() => Task.FromResult(silos.OutputOf(survivor).Contains(HoldingMessage, StringComparison.Ordinal)), "the survivor taking the slot");
             var tookOver = stopped.Elapsed;
-            var writtenAtTakeover = Volatile.Read(ref written);
-            await WaitUntilAsync(() => Task.FromResult(Volatile.Read(ref written) >= writtenAtTakeover + 200), "200 more orders after the takeover");
-            await stopWriting.CancelAsync();
-            await Task.WhenAll(writers);
+            var writtenAtTakeover = writers.Written;
+            await WaitUntilAsync(() => Task.FromResult(writers.Written >= writtenAtTakeover + 200), "200 more orders after the takeover");
+            await writers.StopAsync();
 
             // Every write's effect shows while the old holder is still hung (its grains reactivate on the survivor once the
             // cluster declares it dead; until then reads of them fail and are tried again).
             var visible = Stopwatch.StartNew();
-            await Task.WhenAll(clients.Select(async client =>
+            await Task.WhenAll(cluster.Clients.Select(async client =>
             {
                 var expected = await ScalarAsync<decimal>("select coalesce(sum(price), 0) from orders where client_id = @c", ("c", client));
                 await WaitUntilAsync(async () => await TrySpentAsync(http[client]) == expected, $"client {client}'s {expected} visible");
             }));
 
-            var survivorAfter = await scrape.GetStringAsync($"http://127.0.0.1:{metricsPorts[survivor]}/metrics");
-            output.WriteLine($"{written} orders written; the survivor took the slot {tookOver.TotalMilliseconds:F0} ms after SIGSTOP of its holder " +
+            var survivorAfter = await scrape.GetStringAsync(cluster.MetricsUrl(survivor));
+            output.WriteLine($"{writers.Written} orders written; the survivor took the slot {tookOver.TotalMilliseconds:F0} ms after SIGSTOP of its holder " +
                 $"(HolderSilenceTimeout {defaults.HolderSilenceTimeout.TotalSeconds} s); all visible {visible.Elapsed.TotalMilliseconds:F0} ms after the writes stopped");
             Assert.Contains($"The holder of replication slot {slot} sent nothing for", silos.OutputOf(survivor), StringComparison.Ordinal);
             Assert.Equal(MetricValue(survivorBefore, "statscache_changes_silent_holders_total") + 1, MetricValue(survivorAfter, "statscache_changes_silent_holders_total"));
@@ -590,7 +528,7 @@ public sealed class ClusterTests(TestDatabase db, ITestOutputHelper output)
             }
         }
 
-        Assert.Equal(1, MetricValue(await scrape.GetStringAsync($"http://127.0.0.1:{metricsPorts[survivor]}/metrics"), "statscache_changes_slot_held"));
+        Assert.Equal(1, MetricValue(await scrape.GetStringAsync(cluster.MetricsUrl(survivor)), "statscache_changes_slot_held"));
 
         // Declared dead while hung, the woken silo starts again as a new silo in the same process (docs/cluster.md): its metrics
         // answer again once the new silo has started. Either way it holds nothing.
@@ -600,7 +538,7 @@ public sealed class ClusterTests(TestDatabase db, ITestOutputHelper output)
         {
             try
             {
-                wokenHolds = MetricValue(await scrape.GetStringAsync($"http://127.0.0.1:{metricsPorts[holder]}/metrics"), "statscache_changes_slot_held");
+                wokenHolds = MetricValue(await scrape.GetStringAsync(cluster.MetricsUrl(holder)), "statscache_changes_slot_held");
                 return true;
             }
             catch (HttpRequestException)
@@ -611,6 +549,95 @@ public sealed class ClusterTests(TestDatabase db, ITestOutputHelper output)
         Assert.Equal(0, wokenHolds);
         output.WriteLine(silos.OutputOf(holder).Contains("rejoins as a new silo", StringComparison.Ordinal)
             ? "the woken silo rejoined as a new silo (declared dead while hung)" : "the woken silo stands by");
+    }
+
+    /// <summary>
+    /// Two silos, each exporting its metrics on a port of its own (so a survivor's can be read after its peer's fault), a client
+    /// web host without the request limit, 30 clients whose grains are active (on either silo), and the silo streaming the slot.
+    /// </summary>
+    private async Task<SlotCluster> StartSlotClusterAsync()
+    {
+        var settings = ClusterSettings();
+        var metricsPorts = new[] { StatsCacheFactory.FreePort(), StatsCacheFactory.FreePort() };
+        var silos = await StartActiveSilosAsync(settings, [.. metricsPorts.Select(port => new Dictionary<string, string>(settings)
+        {
+            ["Observability:SiloMetricsPort"] = port.ToString(CultureInfo.InvariantCulture),
+        })]);
+        settings["StatsCache:RequestLimit:IsEnabled"] = "false";
+        var web = ClientWebHost(settings);
+        try
+        {
+            var site = await db.NewWebsiteAsync();
+            var clients = new List<long>();
+            for (var i = 0; i < 30; i++)
+            {
+                clients.Add(await db.NewUserAsync(site, "client"));
+            }
+
+            var http = clients.ToDictionary(c => c, c => web.ClientFor(site, "client", c));
+            await Task.WhenAll(clients.Select(c => GetClientStatsAsync(http[c], c)));
+            await WaitUntilAsync(() => Task.FromResult(HolderOf(silos) is not null), "a silo streaming the slot");
+            return new SlotCluster(silos, web, metricsPorts, settings["StatsCache:Changes:SlotName"], site, clients, http, HolderOf(silos)!.Value);
+        }
+        catch
+        {
+            await web.DisposeAsync();
+            await silos.DisposeAsync();
+            throw;
+        }
+    }
+
+    private sealed record SlotCluster(
+        SiloGroup Silos, StatsCacheFactory Web, int[] MetricsPorts, string Slot, long Site, List<long> Clients, Dictionary<long, HttpClient> Http, int Holder)
+        : IAsyncDisposable
+    {
+        public int Survivor => 1 - Holder;
+
+        public string MetricsUrl(int silo) => $"http://127.0.0.1:{MetricsPorts[silo]}/metrics";
+
+        public async ValueTask DisposeAsync()
+        {
+            await Web.DisposeAsync();
+            await Silos.DisposeAsync();
+        }
+    }
+
+    /// <summary>200 orders a second of price 1 over the clients, from four writers, until stopped.</summary>
+    private sealed class OrderWriters : IAsyncDisposable
+    {
+        private readonly CancellationTokenSource _stop = new();
+        private List<Task> _writers = [];
+        private int _written;
+
+        public int Written => Volatile.Read(ref _written);
+
+        public static OrderWriters Start(ClusterTests tests, long site, List<long> clients)
+        {
+            var writers = new OrderWriters();
+            writers._writers = [.. Enumerable.Range(0, 4).Select(w => Task.Run(async () =>
+            {
+                using var pace = new PeriodicTimer(TimeSpan.FromMilliseconds(20));
+                for (var n = w; !writers._stop.IsCancellationRequested; n += 4)
+                {
+                    await tests.InsertOrderAsync(site, clients[n % clients.Count], price: 1m);
+                    Interlocked.Increment(ref writers._written);
+                    await pace.WaitForNextTickAsync();
+                }
+            }))];
+            return writers;
+        }
+
+        public async Task StopAsync()
+        {
+            await _stop.CancelAsync();
+            await Task.WhenAll(_writers);
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            await StopAsync();
+            _stop.Dispose();
+        }
     }
 
     // A client's total spent, or null while its dashboard cannot be read (its silo hung and not yet declared dead).

@@ -74,12 +74,20 @@ public sealed partial class ReadReplicas : BackgroundService
             return ready;
         }
 
-        // Not replayed yet: wait, asking the candidates again, for one to reach the position.
-        var deadline = asked + (long)(_options.ReplicaWaitTimeout.TotalSeconds * _time.TimestampFrequency);
-        while (_time.GetTimestamp() < deadline)
+        // Not replayed yet: wait, asking the candidates again, for one to reach the position (a replica that does not answer
+        // holds up no load past the wait).
+        while (_options.ReplicaWaitTimeout - _time.GetElapsedTime(asked) is var left && left > TimeSpan.Zero)
         {
             var now = _time.GetTimestamp();
-            await Task.WhenAll(candidates.Select(r => r.Probe.ReadAsync(now))).WaitAsync(cancellationToken).ConfigureAwait(false);
+            try
+            {
+                await Task.WhenAll(candidates.Select(r => r.Probe.ReadAsync(now))).WaitAsync(left, _time, cancellationToken).ConfigureAwait(false);
+            }
+            catch (TimeoutException)
+            {
+                break;
+            }
+
             if (Ready(candidates, required) is { } reached)
             {
                 _metrics.FenceWaited(_time.GetElapsedTime(asked), reached: true);

@@ -48,6 +48,7 @@ internal sealed class WalPositionProbe(NpgsqlDataSource dataSource, bool isRepli
 
     private async Task<WalPosition?> AfterAsync(Task running)
     {
+        await Task.Yield(); // the caller holds the lock, and stores this task as the next read once it returns
         await running.ConfigureAwait(false);
         Task<WalPosition?> next;
         lock (_lock)
