@@ -3,6 +3,8 @@ using System.Globalization;
 using System.Net;
 using System.Net.Http.Json;
 using System.Text.Json;
+using System.Text.RegularExpressions;
+using Microsoft.Extensions.Logging;
 using StatsCache.Changes;
 using StatsCache.Silo;
 using StatsCache.WebHost.Setup;
@@ -16,7 +18,7 @@ namespace StatsCache.Integration.Tests;
 /// the membership table. Every test runs its own cluster (a fresh ClusterId) and its own website.
 /// </summary>
 [Collection(DatabaseCollection.Name)]
-public sealed class ClusterTests(TestDatabase db, ITestOutputHelper output)
+public sealed partial class ClusterTests(TestDatabase db, ITestOutputHelper output)
 {
     private static readonly TimeSpan Deadline = TimeSpan.FromSeconds(30);
 
@@ -46,6 +48,55 @@ public sealed class ClusterTests(TestDatabase db, ITestOutputHelper output)
         await WaitUntilAsync(async () => await StoredSnapshotsAsync(site) == users.Count, $"{users.Count} snapshots in OrleansStorage");
         Assert.Equal(HttpStatusCode.OK, (await web.CreateClient().GetAsync("/readyz")).StatusCode);
     }
+
+    [Fact]
+    public async Task ACleanStopOfTheClusterLogsNothingAtWarningOrAboveAndKeepsEverySnapshot()
+    {
+        var settings = ClusterSettings();
+        await using var silos = await StartActiveSilosAsync(settings, count: 2);
+        var logs = new CapturingLoggerProvider();
+        var web = ClientWebHost(settings);
+        web.LoggerProvider = logs;
+        var site = await db.NewWebsiteAsync();
+        var clients = new List<long>();
+        try
+        {
+            // Entries on both silos watched by the web host's near-cache (two reads each), and a change that reloads one.
+            for (var i = 0; i < 8; i++)
+            {
+                clients.Add(await db.NewUserAsync(site, "client"));
+                await GetClientStatsAsync(web, site, clients[^1]);
+                await GetClientStatsAsync(web, site, clients[^1]);
+            }
+
+            await InsertOrderAsync(site, clients[0], price: 4m);
+            await WaitUntilAsync(async () => (await GetClientStatsAsync(web, site, clients[0])).Spent == 4m, "the write visible");
+        }
+        finally
+        {
+            // As a deploy stops it: the web host first (it drains), then the silos (SIGTERM), each of which must log nothing loud.
+            var before = logs.Entries.Count;
+            await web.DisposeAsync();
+            var loud = logs.Entries.Skip(before).Where(e => e.Level >= LogLevel.Warning).Select(e => $"web host: {e.Level} {e.Category}: {e.Message}").ToList();
+            var outputAtStop = Enumerable.Range(0, 2).Select(i => silos.OutputOf(i).Length).ToArray();
+            var exitCodes = await silos.StopAllAsync();
+            for (var i = 0; i < 2; i++)
+            {
+                loud.AddRange(silos.OutputOf(i)[outputAtStop[i]..].Split('\n')
+                    .Where(line => LoudLine().IsMatch(line)).Select(line => $"silo {i}: {line}"));
+            }
+
+            output.WriteLine(string.Join(Environment.NewLine, loud));
+            Assert.True(loud.Count == 0, $"The stop logged {loud.Count} lines at Warning or above, the first: {loud.FirstOrDefault()}");
+            Assert.All(exitCodes, code => Assert.Equal(0, code));
+        }
+
+        // Nothing a stop should keep is lost: every entry's snapshot is in storage.
+        Assert.Equal(clients.Count, await StoredSnapshotsAsync(site));
+    }
+
+    [GeneratedRegex(@"^(\S+ )?(warn|fail|crit):")]
+    private static partial Regex LoudLine();
 
     [Fact]
     public async Task AfterEverySiloRestartsTheFirstReadIsTheStoredSnapshot()

@@ -429,13 +429,14 @@ internal sealed partial class DashboardEntries(
 
     /// <summary>
     /// Tells the entry's watchers what a read would now get (or that the entry is gone), under a new version.
-    /// One-way calls, fanned out: a web host that is slow or gone holds up nothing here.
+    /// One-way calls, fanned out: a web host that is slow or gone holds up nothing here. None once the silo is stopping
+    /// (see <see cref="WatcherHeartbeats.IsSiloStopping"/>).
     /// </summary>
     private void Push(Entry entry, bool removed)
     {
         var now = time.GetUtcNow();
         entry.Version = Math.Max(entry.Version + 1, now.UtcTicks);
-        if (entry.Watchers is not { Count: > 0 } watchers)
+        if (entry.Watchers is not { Count: > 0 } watchers || heartbeats.IsSiloStopping)
         {
             return;
         }

@@ -12,6 +12,9 @@ namespace StatsCache.Cache;
 /// host per second instead of a grain call per entry, and a silo that hangs (nobody declares it dead, its grains push
 /// nothing) falls silent here too, so its entries stop being answered from memory within the web host's lease.
 /// A web host that stops answering heartbeats (it stopped, or hangs) gets none until it reads again.
+/// From the moment the silo starts stopping (<see cref="IsSiloStopping"/>), neither heartbeats nor the grains' pushes are sent:
+/// a watcher in this process (co-hosted) may be gone already, and a message to it then fails with an error in Orleans' own
+/// log; a web host elsewhere stops trusting this silo's entries within its lease, or at once when it loses this gateway.
 /// </summary>
 public sealed partial class WatcherHeartbeats : BackgroundService
 {
@@ -20,12 +23,14 @@ public sealed partial class WatcherHeartbeats : BackgroundService
 
     private readonly ConcurrentDictionary<IDashboardWatcher, Watch> _watchers = new();
     private readonly ILocalSiloDetails _silo;
+    private readonly IHostApplicationLifetime _lifetime;
     private readonly TimeProvider _time;
     private readonly ILogger<WatcherHeartbeats> _logger;
 
-    public WatcherHeartbeats(ILocalSiloDetails silo, TimeProvider time, IMeterFactory meters, ILogger<WatcherHeartbeats> logger)
+    public WatcherHeartbeats(ILocalSiloDetails silo, IHostApplicationLifetime lifetime, TimeProvider time, IMeterFactory meters, ILogger<WatcherHeartbeats> logger)
     {
         _silo = silo;
+        _lifetime = lifetime;
         _time = time;
         _logger = logger;
         meters.Create(DashboardMetrics.MeterName).CreateObservableUpDownCounter(
@@ -35,6 +40,9 @@ public sealed partial class WatcherHeartbeats : BackgroundService
     /// <summary>This silo, as its heartbeats and the answers of its grains to watching reads name it.</summary>
     public SiloAddress Silo => _silo.SiloAddress;
 
+    /// <summary>The process is stopping: nothing more is sent to watchers.</summary>
+    public bool IsSiloStopping => _lifetime.ApplicationStopping.IsCancellationRequested;
+
     /// <summary>A grain of this silo holds <paramref name="watcher"/>'s watch until <paramref name="until"/>.</summary>
     internal void Watching(IDashboardWatcher watcher, DateTimeOffset until) =>
         _watchers.GetOrAdd(watcher, static _ => new Watch()).Extend(until.UtcTicks);
@@ -42,7 +50,8 @@ public sealed partial class WatcherHeartbeats : BackgroundService
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
         using var timer = new PeriodicTimer(IDashboardWatcher.HeartbeatPeriod, _time);
-        while (await timer.WaitForNextTickAsync(stoppingToken))
+        using var stopping = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken, _lifetime.ApplicationStopping);
+        while (await timer.WaitForNextTickAsync(stopping.Token))
         {
             var now = _time.GetUtcNow().UtcTicks;
             foreach (var (watcher, watch) in _watchers)
