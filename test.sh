@@ -16,6 +16,10 @@ ensure_packages openssl:openssl \
 ensure_packages chromium:chromium chromedriver:chromium-driver
 # The network fault tests put silos and web hosts in network namespaces of their own (ip netns, TUN devices; as root).
 ensure_packages ip:iproute2
+# The alerting rules and their unit tests (deploy/monitoring), before anything slower: Debian's promtool.
+ensure_packages promtool:prometheus
+promtool check rules deploy/monitoring/alerts.yml
+promtool test rules deploy/monitoring/alerts.test.yml
 data="$(mktemp -d /tmp/statscache-test-pg.XXXXXX)"
 cleanup() { pg_stop "$data"; rm -rf "$data"; }
 trap cleanup EXIT
