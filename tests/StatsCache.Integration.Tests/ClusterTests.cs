@@ -77,7 +77,8 @@ public sealed partial class ClusterTests(TestDatabase db, ITestOutputHelper outp
             // As a deploy stops it: the web host first (it drains), then the silos (SIGTERM), each of which must log nothing loud.
             var before = logs.Entries.Count;
             await web.DisposeAsync();
-            var loud = logs.Entries.Skip(before).Where(e => e.Level >= LogLevel.Warning).Select(e => $"web host: {e.Level} {e.Category}: {e.Message}").ToList();
+            var loud = logs.Entries.Skip(before).Where(e => e.Level >= LogLevel.Warning && !IsOrleansManifestStopError(e))
+                .Select(e => $"web host: {e.Level} {e.Category}: {e.Message}").ToList();
             var outputAtStop = Enumerable.Range(0, 2).Select(i => silos.OutputOf(i).Length).ToArray();
             var exitCodes = await silos.StopAllAsync();
             for (var i = 0; i < 2; i++)
@@ -94,6 +95,13 @@ public sealed partial class ClusterTests(TestDatabase db, ITestOutputHelper outp
         // Nothing a stop should keep is lost: every entry's snapshot is in storage.
         Assert.Equal(clients.Count, await StoredSnapshotsAsync(site));
     }
+
+    // Orleans 10's own, now and then: ClientClusterManifestProvider.RunAsync awaits Task.Delay(…, shutdown token) outside its
+    // try while it has no live gateway, so a client stopping then faults the loop and StopAsync logs this error (seen once in
+    // a CI run). It says nothing about StatsCache's stop, and no setting avoids it.
+    private static bool IsOrleansManifestStopError(CapturingLoggerProvider.Entry entry) =>
+        entry.Category == "Orleans.Runtime.ClientClusterManifestProvider" && entry.Message == "Error stopping cluster manifest provider."
+        && entry.Exception is OperationCanceledException;
 
     [GeneratedRegex(@"^(\S+ )?(warn|fail|crit):")]
     private static partial Regex LoudLine();
