@@ -185,9 +185,9 @@ public sealed partial class MonitoringTests(TestDatabase db, ReplicaLab lab) : I
             scrapes.Add(siloScrape);
             scrapes.Add(webScrape);
 
-            // StatsCacheNoSilo counts on this: silos export statscache_watchers, a client-mode web host does not (it exported
-            // Orleans' orleans_catalog_activations in one CI run, so that one would not do).
-            Assert.False(webScrape.Series.ContainsKey("statscache_watchers"), "A web host in client mode exports statscache_watchers: StatsCacheNoSilo would not see that no silo runs.");
+            // StatsCacheNoSilo counts on silos alone exporting statscache_watchers (WatcherHeartbeats is a silo service). Not
+            // checked on this web host: a meter listener takes every meter of its name in the process, so here its /metrics
+            // also shows the co-hosted silos of other tests running meanwhile.
 
             // The memory alerts: a silo's working set against its runtime's limit (StatsCacheMemoryHigh); a client-mode web
             // host's against a fixed threshold (StatsCacheWebHostMemoryHigh), for the working set is all it exports.
