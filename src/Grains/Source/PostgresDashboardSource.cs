@@ -14,19 +14,19 @@ namespace StatsCache.Source;
 /// With read replicas (<see cref="ReadReplicas"/>), each load runs on the server they choose for its fence, and on the primary
 /// when it fails on a replica.
 /// </summary>
-public sealed class PostgresDashboardSource(NpgsqlDataSource primary, SourceMetrics? metrics = null, ReadReplicas? replicas = null) : IDashboardSource
+public sealed class PostgresDashboardSource(NpgsqlDataSource primary, SourceMetrics metrics, ReadReplicas? replicas = null) : IDashboardSource
 {
     public async Task<SourceData> LoadAsync(
         ViewDefinition view, DashboardScope scope, BoundParameters parameters, LoadFence fence, CancellationToken cancellationToken)
     {
         if (replicas is null)
         {
-            metrics?.Load("primary", fence.Reason);
+            metrics.Load("primary", fence.Reason);
             return new SourceData(await RunAsync(primary, view, scope, parameters, cancellationToken).ConfigureAwait(false), Lsn: 0);
         }
 
         var target = await replicas.ChooseAsync(fence, cancellationToken).ConfigureAwait(false);
-        metrics?.Load(target.Name, fence.Reason);
+        metrics.Load(target.Name, fence.Reason);
         try
         {
             return new SourceData(await RunAsync(target.DataSource, view, scope, parameters, cancellationToken).ConfigureAwait(false), target.Lsn);
@@ -35,7 +35,7 @@ public sealed class PostgresDashboardSource(NpgsqlDataSource primary, SourceMetr
         {
             // The primary has everything the replica had (and what the fence asks): the reader gets its answer, not an error.
             replicas.LoadFailed(target, e);
-            metrics?.Load("primary", fence.Reason);
+            metrics.Load("primary", fence.Reason);
             return new SourceData(await RunAsync(primary, view, scope, parameters, cancellationToken).ConfigureAwait(false), target.Lsn);
         }
     }
