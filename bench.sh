@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks of issue 5, side by side in one run: StatsCache (co-hosted, and a 2-silo cluster behind
-# client-mode web hosts) against no cache, FusionCache and a bare authenticated endpoint; and issue 7's
+# client-mode web hosts) against no cache, FusionCache and, in hit, minimal ASP.NET Core endpoints in processes of
+# their own (slim, and with the web host's metrics: issue 26's physical limit of a cached read); issue 7's
 # fresh: write-to-visible latency and source loads under a steady write load, change feed on and off; issue 11's
 # abuse: one caller refreshing or cycling a parameter next to 1,000 well-behaved callers; issue 15's live: 10,000 open
 # live streams while orders are written; writecost: the platform's own write throughput (pgbench) with StatsCache
@@ -15,8 +16,8 @@
 # BENCH_LIVE_STREAMS (10000; live writes with fresh's rate, seconds and clients), BENCH_WRITECOST_SECONDS (5, per pgbench
 # run; 18 runs a round), BENCH_WRITECOST_ROUNDS (3), BENCH_WRITECOST_RECVLOGICAL (0; 1 adds a configuration whose slot
 # pg_recvlogical streams to /dev/null: the WAL sender's cost without StatsCache's process).
-# hit and fresh also run StatsCache with its loads on a streaming replica of that PostgreSQL (issue 24), started when
-# either is run and stopped after the last of them.
+# fresh also runs StatsCache with its loads on a streaming replica of that PostgreSQL (issue 24), started when fresh is
+# run and stopped after it.
 set -euo pipefail
 cd "$(dirname "$0")"
 source deploy/scripts/postgres.sh
@@ -76,11 +77,11 @@ echo "Generating demo data"
 (cd src/WebHost/bin/Release/net10.0 && exec dotnet StatsCache.WebHost.dll setup \
   --sites "${BENCH_SITES:-20}" --users "${BENCH_USERS:-1000}" --orders "${BENCH_ORDERS:-1000000}")
 
-# hit and fresh have rounds with loads on a read replica (issue 24): a streaming replica of this PostgreSQL, copied
-# (pg_basebackup) once the data exists, so its copy is quick to catch up. Only when one of them runs: the copy takes
+# fresh has rounds with loads on a read replica (issue 24): a streaming replica of this PostgreSQL, copied
+# (pg_basebackup) once the data exists, so its copy is quick to catch up. Only when fresh runs: the copy takes
 # a while and a replaying standby shares the cores. It inherits the settings above with postgresql.auto.conf,
 # pg_stat_statements included (the fresh rounds count the loads each server ran), and the extension with the database.
-if [ ${#scenarios[@]} -eq 0 ] || [[ " ${scenarios[*]} " == *" hit "* || " ${scenarios[*]} " == *" fresh "* ]]; then
+if [ ${#scenarios[@]} -eq 0 ] || [[ " ${scenarios[*]} " == *" fresh "* ]]; then
   replica_port="$(pg_free_port)"
   echo "Starting a streaming replica on 127.0.0.1:$replica_port"
   pg_start_replica "$port" "$replica_data" "$replica_port" throwaway

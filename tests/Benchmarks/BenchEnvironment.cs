@@ -37,7 +37,11 @@ public sealed class BenchEnvironment
     /// <summary>wrk connections (the 64).</summary>
     public int Connections { get; init; } = 64;
 
+    /// <summary>hit's largest key set: the first this many client users, one token each.</summary>
     public int HitKeys { get; init; } = 10_000;
+
+    /// <summary>hit's middle key set: the first this many of <see cref="HitKeys"/>.</summary>
+    public int HitMiddleKeys { get; init; } = 2_000;
 
     public int StampedeRequests { get; init; } = 1_000;
 
@@ -79,12 +83,12 @@ public sealed class BenchEnvironment
     public bool WriteCostRecvLogical { get; init; }
 
     /// <summary>
-    /// A streaming replica of the bench's PostgreSQL (BENCH_REPLICA, a connection string; bench.sh starts one when hit or fresh
-    /// runs): hit and fresh add StatsCache with its loads on it. Null: those rounds are left out.
+    /// A streaming replica of the bench's PostgreSQL (BENCH_REPLICA, a connection string; bench.sh starts one when fresh
+    /// runs): fresh adds rounds of StatsCache with its loads on it. Null: those rounds are left out.
     /// </summary>
     public string? ReplicaConnectionString { get; init; }
 
-    /// <summary>The replica's data folder (BENCH_REPLICA_DATA), to stop it once the scenarios that use it are done.</summary>
+    /// <summary>The replica's data folder (BENCH_REPLICA_DATA), to stop it once fresh, its only user, is done.</summary>
     public string? ReplicaDataFolder { get; init; }
 
     public static BenchEnvironment FromEnvironment()

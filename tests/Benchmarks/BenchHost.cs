@@ -13,13 +13,11 @@ namespace StatsCache.Benchmarks;
 /// The benchmark host: the production building blocks (JWT authentication, Orleans co-hosted or as a
 /// client, the dashboard API, health checks, and the metrics every request records) composed as src/WebHost
 /// composes them, plus the contenders' endpoints under <c>/bench</c>. The production web host carries none of
-/// this. Every contender in this process pays the per-request metrics src/WebHost pays, so the cluster's web
-/// host is compared like for like.
+/// this. The contenders in this process (FusionCache, no cache) pay the per-request metrics src/WebHost pays, so
+/// they are compared like for like with the real web host, which hit runs for StatsCache.
 /// </summary>
 public static class BenchHost
 {
-    public const string BarePayloadPathKey = "Bench:BarePayloadPath";
-
     public static async Task<int> RunAsync(string[] args)
     {
         var builder = WebApplication.CreateBuilder(args);
@@ -33,7 +31,6 @@ public static class BenchHost
         builder.AddDashboardApi();
 
         builder.Services.AddSingleton<BenchCounters>();
-        builder.Services.AddSingleton(_ => BarePayload.Load(builder.Configuration[BarePayloadPathKey]));
         builder.Services.AddSingleton<FusionContender>();
         builder.Services.AddFusionCache();
 
@@ -71,9 +68,6 @@ public sealed class BenchCounters : IDisposable
     public const string NoCacheLoads = "nocache.loads";
     public const string FusionLoads = "fusion.loads";
 
-    /// <summary>The benchmark host's near-cache misses: reads that called the grain.</summary>
-    public const string NearCacheMisses = "statscache.nearcache.misses";
-
     /// <summary>Bytes this process has allocated since it started (<see cref="GC.GetTotalAllocatedBytes"/>): a hit's cost in garbage.</summary>
     public const string AllocatedBytes = "process.allocated_bytes";
 
@@ -84,7 +78,6 @@ public sealed class BenchCounters : IDisposable
         ["statscache.loads.joined"] = 0,
         [NoCacheLoads] = 0,
         [FusionLoads] = 0,
-        [NearCacheMisses] = 0,
     };
 
     public BenchCounters()
@@ -117,15 +110,6 @@ public sealed class BenchCounters : IDisposable
     }
 
     public void Dispose() => _listener.Dispose();
-}
-
-/// <summary>The fixed answer of <c>/bench/bare</c>: a real snapshot's response, written as it is.</summary>
-public sealed class BarePayload(byte[] bytes)
-{
-    public byte[] Bytes { get; } = bytes;
-
-    public static BarePayload Load(string? path) =>
-        new(string.IsNullOrWhiteSpace(path) ? "{\"bare\":true}"u8.ToArray() : File.ReadAllBytes(path));
 }
 
 /// <summary>This process's memory after full, compacting collections: its GC heap and its working set, in bytes.</summary>

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text.RegularExpressions;
 using Npgsql;
+using StatsCache.WebHost.Hosting;
 
 namespace StatsCache.Benchmarks;
 
@@ -14,7 +15,7 @@ public sealed record HttpHost(string Name, Uri Url, ChildProcess Process, string
 public sealed partial class BenchRun
 {
     private string _clusterId = NewClusterId();
-    private readonly List<int> _gatewayPorts = [];
+    private readonly List<ChildProcess> _silos = [];
     private readonly List<HttpHost> _webHosts = [];
     private readonly List<HttpHost> _benchClients = [];
     private HttpHost? _coHosted;
@@ -35,7 +36,6 @@ public sealed partial class BenchRun
         // Every scenario's load comes from few callers by design (hit's one hot key, stampede's 1,000 requests for one
         // key, fresh's admin polling every 20 ms): the per-caller request limit would measure 429s. abuse turns it on.
         ["StatsCache__RequestLimit__IsEnabled"] = "false",
-        [BenchHost.BarePayloadPathKey.Replace(":", "__", StringComparison.Ordinal)] = BarePayloadPath,
     };
 
     private Dictionary<string, string> ClusterEnvironment()
@@ -60,7 +60,23 @@ public sealed partial class BenchRun
     /// A benchmark host with its in-process silo as <see cref="CoHostedAsync"/> starts it, but of the caller's own
     /// (named <paramref name="name"/>, <paramref name="overrides"/> on top of its environment); stop it with <see cref="StopAllHostsAsync"/>.
     /// </summary>
-    public Task<HttpHost> StartCoHostedAsync(string name, IReadOnlyDictionary<string, string> overrides)
+    public Task<HttpHost> StartCoHostedAsync(string name, IReadOnlyDictionary<string, string> overrides) =>
+        StartHttpHostAsync(name, _env.SelfDll, ["serve"], CoHostedEnvironment(name, overrides));
+
+    /// <summary>The real src/WebHost with its in-process silo (the shipped default), set up as <see cref="StartCoHostedAsync"/> sets up a benchmark host.</summary>
+    public Task<HttpHost> StartCoHostedWebHostAsync(string name, IReadOnlyDictionary<string, string> overrides) =>
+        StartHttpHostAsync(name, _env.WebHostDll, [], CoHostedEnvironment(name, overrides));
+
+    /// <summary>A <see cref="MinimalEndpoint"/> in a process of its own: slim, or <paramref name="withMetrics"/>.</summary>
+    public Task<HttpHost> StartMinimalAsync(string name, bool withMetrics)
+    {
+        var environment = CommonEnvironment();
+        environment[MinimalEndpoint.PayloadPathKey.Replace(":", "__", StringComparison.Ordinal)] = MinimalPayloadPath;
+        // It has no readiness check (nothing to be ready but Kestrel): it is ready when it answers.
+        return StartHttpHostAsync(name, _env.SelfDll, withMetrics ? ["minimal", "--metrics"] : ["minimal"], environment, MinimalEndpoint.AllocatedPath);
+    }
+
+    private Dictionary<string, string> CoHostedEnvironment(string name, IReadOnlyDictionary<string, string> overrides)
     {
         var environment = CommonEnvironment();
         environment["Orleans__Mode"] = "CoHosted";
@@ -73,7 +89,7 @@ public sealed partial class BenchRun
             environment[key] = value;
         }
 
-        return StartHttpHostAsync(name, _env.SelfDll, ["serve"], environment);
+        return environment;
     }
 
     /// <summary>
@@ -96,15 +112,15 @@ public sealed partial class BenchRun
             return environment;
         }
 
-        while (_gatewayPorts.Count < 2)
+        while (_silos.Count < 2)
         {
             var environment = EnvironmentWithOverrides();
             var gateway = ChildProcess.FreePort();
             environment["Orleans__SiloPort"] = Port();
             environment["Orleans__GatewayPort"] = gateway.ToString(CultureInfo.InvariantCulture);
-            var silo = Track(ChildProcess.Start($"silo-{_gatewayPorts.Count + 1}", _env.SiloDll, [], environment, _env.WorkFolder));
+            var silo = Track(ChildProcess.Start($"silo-{_silos.Count + 1}", _env.SiloDll, [], environment, _env.WorkFolder));
             await silo.WaitUntilAsync(() => ChildProcess.IsListeningAsync(gateway), TimeSpan.FromSeconds(90));
-            _gatewayPorts.Add(gateway);
+            _silos.Add(silo);
         }
 
         while (_webHosts.Count < webHosts)
@@ -176,7 +192,7 @@ public sealed partial class BenchRun
         _coHosted = null;
         _webHosts.Clear();
         _benchClients.Clear();
-        _gatewayPorts.Clear();
+        _silos.Clear();
         // A cluster started after this is a new one: snapshots the stopped one stored must not answer its reads.
         _clusterId = NewClusterId();
         await DropSlotsAsync();
@@ -282,7 +298,8 @@ public sealed partial class BenchRun
         return client;
     }
 
-    private async Task<HttpHost> StartHttpHostAsync(string name, string dll, string[] args, Dictionary<string, string> environment)
+    private async Task<HttpHost> StartHttpHostAsync(
+        string name, string dll, string[] args, Dictionary<string, string> environment, string readinessPath = HealthExtensions.ReadinessPath)
     {
         var port = ChildProcess.FreePort();
         var url = new Uri($"http://127.0.0.1:{port}");
@@ -293,7 +310,7 @@ public sealed partial class BenchRun
         {
             try
             {
-                using var response = await probe.GetAsync("/readyz");
+                using var response = await probe.GetAsync(readinessPath);
                 return response.IsSuccessStatusCode;
             }
             catch (Exception e) when (e is HttpRequestException or TaskCanceledException)

@@ -5,8 +5,9 @@ using Npgsql;
 namespace StatsCache.Benchmarks;
 
 /// <summary>
-/// The read replica of issue 24: a streaming replica of the bench's PostgreSQL that bench.sh starts (BENCH_REPLICA), the
-/// hosts' setting that puts their loads on it, its replay paused and resumed, the loads it ran, and the hosts' source metrics.
+/// The read replica of issue 24, for fresh's rounds with loads on it: a streaming replica of the bench's PostgreSQL that bench.sh
+/// starts (BENCH_REPLICA), the hosts' setting that puts their loads on it, its replay paused and resumed, the loads it ran, and
+/// the hosts' source metrics.
 /// </summary>
 public sealed partial class BenchRun
 {
@@ -20,7 +21,7 @@ public sealed partial class BenchRun
     private NpgsqlDataSource Replica => _replicaStopped ? throw new InvalidOperationException("The replica was stopped.")
         : _replicaDb ?? throw new InvalidOperationException("The run has no replica (BENCH_REPLICA).");
 
-    /// <summary>Stops the replica (the scenarios after the last that uses it would share the cores with its replay); bench.sh removes it.</summary>
+    /// <summary>Stops the replica once fresh is done (the scenarios after it would share the cores with its replay); bench.sh removes it.</summary>
     public async Task StopReplicaAsync()
     {
         if (_env.ReplicaDataFolder is not { } folder || _replicaStopped)

@@ -7,6 +7,7 @@ using System.Text.Json.Nodes;
 using Npgsql;
 using StatsCache.Catalog;
 using StatsCache.Source;
+using StatsCache.WebHost.Hosting;
 
 namespace StatsCache.Benchmarks;
 
@@ -197,156 +198,224 @@ public sealed partial class BenchRun
     }
 
     // ---------------------------------------------------------------- hit
-    /// <summary>Warm reads over HTTP with wrk: 64 connections, a JWT on every request, one hot key and 10,000 keys.</summary>
+    /// <summary>
+    /// Warm reads over HTTP with wrk: 64 connections, a JWT on every request, one hot key, 2,000 keys and 10,000 keys.
+    /// StatsCache is the real src/WebHost, co-hosted and in front of the two-silo cluster, near-cache on and off; against it
+    /// the physical limit of a cached read (<see cref="MinimalEndpoint"/>, slim and with src/WebHost's metrics), FusionCache
+    /// and no cache. Each contender's req/s and latency, and the CPU time and bytes its processes spent per request.
+    /// </summary>
     public async Task HitAsync()
     {
-        var coHosted = await CoHostedAsync();
+        var api = $"/api/dashboards/{Driver.HitView}";
+        var benchHost = await CoHostedAsync();
         var (webHosts, _) = await ClusterAsync(webHosts: 1, benchClients: 0);
+        var cluster = webHosts[0];
         var nearCacheOff = new Dictionary<string, string> { ["StatsCache__NearCache__IsEnabled"] = "false" };
-        var coHostedGrainOnly = await StartCoHostedAsync("bench-host-no-near-cache", nearCacheOff);
-        var clusterGrainOnly = await StartClusterWebHostAsync("webhost-no-near-cache", nearCacheOff);
-        // Issue 24: the same co-hosted StatsCache with its loads on the read replica. A hit reads memory; this shows it stays so.
-        // Beside it, the same host without a replica: a process serving one contender, idle between its turns, is not the
-        // benchmark host that serves four (bare, co-hosted, FusionCache, no cache) and stays warm; compared like with like.
-        var coHostedReplica = ReplicaOverrides() is { } replica ? await StartCoHostedAsync("bench-host-replica", replica) : null;
-        var coHostedOwn = coHostedReplica is not null ? await StartCoHostedAsync("bench-host-own", new Dictionary<string, string>()) : null;
-        var view = Driver.HitView;
-        var contenders = new List<(string Name, HttpHost Host, string Path, bool Cached)>
+        var minimal = await StartMinimalAsync("minimal", withMetrics: false);
+        var instrumented = await StartMinimalAsync("minimal-metrics", withMetrics: true);
+        var coHosted = await StartCoHostedWebHostAsync("webhost-co-hosted", new Dictionary<string, string>());
+        var coHostedOff = await StartCoHostedWebHostAsync("webhost-co-hosted-no-near-cache", nearCacheOff);
+        var clusterOff = await StartClusterWebHostAsync("webhost-no-near-cache", nearCacheOff);
+        var contenders = new List<HitContender>
         {
-            ("bare", coHosted, "/bench/bare", false),
-            (CoHostedContender, coHosted, $"/api/dashboards/{view}", true),
-            (ClusterContender, webHosts[0], $"/api/dashboards/{view}", true),
-            ("StatsCache co-hosted, near-cache off", coHostedGrainOnly, $"/api/dashboards/{view}", true),
-            ("StatsCache cluster, near-cache off", clusterGrainOnly, $"/api/dashboards/{view}", true),
-            ("FusionCache", coHosted, $"/bench/fusion/{view}", true),
-            ("no cache", coHosted, $"/bench/nocache/{view}", false),
+            new(MinimalContender, minimal, api, Caches: false, [minimal.Process], AllocationSource.Minimal),
+            new(InstrumentedContender, instrumented, api, Caches: false, [instrumented.Process], AllocationSource.Minimal),
+            new(CoHostedContender, coHosted, api, Caches: true, [coHosted.Process], AllocationSource.Metrics),
+            new(ClusterContender, cluster, api, Caches: true, [cluster.Process, .. _silos], AllocationSource.Metrics),
+            new(CoHostedNoNearCacheContender, coHostedOff, api, Caches: true, [coHostedOff.Process], AllocationSource.Metrics),
+            new(ClusterNoNearCacheContender, clusterOff, api, Caches: true, [clusterOff.Process, .. _silos], AllocationSource.Metrics),
+            new(FusionCacheContender, benchHost, $"/bench/fusion/{Driver.HitView}", Caches: true, [benchHost.Process], AllocationSource.BenchHost),
+            new(NoCacheContender, benchHost, $"/bench/nocache/{Driver.HitView}", Caches: false, [benchHost.Process], AllocationSource.BenchHost),
         };
-        if (coHostedReplica is not null && coHostedOwn is not null)
-        {
-            contenders.Insert(2, (OwnProcessContender, coHostedOwn, $"/api/dashboards/{view}", true));
-            contenders.Insert(3, (ReplicaContender, coHostedReplica, $"/api/dashboards/{view}", true));
-        }
 
         var details = new JsonArray();
-        foreach (var (keySet, tokenFile, count) in new[] { ("1 hot key", HotTokensPath, 1), ($"{_env.HitKeys:N0} keys", ManyTokensPath, _env.HitKeys) })
+        foreach (var (keySet, tokenFile, count) in new[]
         {
-            foreach (var (_, host, path, cached) in contenders)
+            ("1 hot key", HotTokensPath, 1),
+            ($"{_env.HitMiddleKeys:N0} keys", MiddleTokensPath, _env.HitMiddleKeys),
+            ($"{_env.HitKeys:N0} keys", ManyTokensPath, _env.HitKeys),
+        })
+        {
+            foreach (var contender in contenders)
             {
                 // Warm: every key once for the caches (so the run measures hits), a thousand requests (JIT, pools) otherwise.
-                await WarmAsync(host, path, cached ? count : Math.Min(count, 1), cached ? count : 1_000);
+                await WarmAsync(contender.Host, contender.Path, contender.Caches ? count : 1, contender.Caches ? count : 1_000);
             }
 
             // The contenders take turns, a slice each per round, so whatever else the machine does during
             // the run (it is shared) falls on all of them alike instead of on whoever ran at that moment.
-            var rounds = contenders.ToDictionary(c => c.Name, _ => new List<WrkResult>());
+            var rounds = contenders.ToDictionary(c => c.Name, _ => new List<HitResult>());
             var grainCalls = new Dictionary<string, long>();
             for (var round = 0; round < _env.HitRounds; round++)
             {
-                foreach (var (name, host, path, _) in contenders)
+                foreach (var contender in contenders)
                 {
                     // A second of the same reads first, not measured: between its turns a contender stands idle (its
                     // pools shrink, its caches go cold) as a busy host never does; every contender gets the same.
-                    await WrkAsync(host, path, tokenFile, 1);
+                    await WrkAsync(contender.Host, contender.Path, tokenFile, 1);
 
-                    // The benchmark host counts the bytes it allocates (the co-hosted silo's included); the web host does not.
-                    var benchHost = host == coHosted || host == coHostedReplica || host == coHostedOwn;
-                    var allocatedBefore = benchHost ? await CountersAsync([host], BenchCounters.AllocatedBytes) : null;
-                    var nearCached = name is CoHostedContender or ClusterContender or ReplicaContender or OwnProcessContender;
-                    var missesBefore = nearCached ? await NearCacheMissesAsync(host) : 0;
-                    var slice = await WrkAsync(host, path, tokenFile, Math.Max(1, _env.HitSeconds / _env.HitRounds));
-                    if (allocatedBefore is { } before)
+                    // The measured slice alone: the host's counters, then its processes' CPU time, right before and right after it.
+                    var before = await HostCountersAsync(contender);
+                    var cpuBefore = CpuSecondsOf(contender.Serving);
+                    var slice = await WrkAsync(contender.Host, contender.Path, tokenFile, Math.Max(1, _env.HitSeconds / _env.HitRounds));
+                    var cpu = CpuSecondsOf(contender.Serving) - cpuBefore;
+                    var after = await HostCountersAsync(contender);
+                    rounds[contender.Name].Add(new HitResult(slice, cpu, after.AllocatedBytes - before.AllocatedBytes));
+                    if (after.NearCacheMisses is { } misses)
                     {
-                        slice = slice with { AllocatedBytes = await CountersAsync([host], BenchCounters.AllocatedBytes) - before };
+                        grainCalls[contender.Name] = grainCalls.GetValueOrDefault(contender.Name) + (misses - before.NearCacheMisses!.Value);
                     }
-
-                    if (nearCached)
-                    {
-                        grainCalls[name] = grainCalls.GetValueOrDefault(name) + (await NearCacheMissesAsync(host) - missesBefore);
-                    }
-
-                    rounds[name].Add(slice);
                 }
             }
 
-            var results = contenders.ToDictionary(c => c.Name, c => WrkResult.Combine(rounds[c.Name]));
-            var bareP99 = results["bare"].P99Ms;
-            foreach (var (name, _, _, _) in contenders)
+            var results = contenders.ToDictionary(c => c.Name, c => HitResult.Combine(rounds[c.Name]));
+            var minimalP99 = results[MinimalContender].Wrk.P99Ms;
+            foreach (var contender in contenders)
             {
-                var result = results[name];
-                var goal = name is CoHostedContender or ClusterContender or ReplicaContender;
-                _report.Add(new ReportRow("hit", $"{keySet}: {name} req/s, p50, p99", goal ? "p99 ≤ 1.25 × bare's" : "—",
-                    $"{result.RequestsPerSecond:N0} req/s, {result.P50Ms:F2} / {result.P99Ms:F2} ms"
-                    + (result.BytesPerRequest is { } bytes ? $", {bytes:N0} B allocated per request" : "")
-                    + (grainCalls.TryGetValue(name, out var calls) ? $", {calls * 1000.0 / result.Requests:F1} grain calls per 1,000 reads" : "")
-                    + (result.Errors > 0 ? $", {result.Errors} errors" : ""),
-                    goal ? result.P99Ms <= 1.25 * bareP99 && result.Errors == 0 : null, result.RequestsPerSecond));
+                var name = contender.Name;
+                var (wrk, cpu, bytes) = (results[name].Wrk, results[name].CpuMicrosecondsPerRequest, results[name].BytesPerRequest);
+                var goal = IsShipped(name);
+                var withSilos = contender.Serving.Count > 1;
+                _report.Add(new ReportRow("hit", $"{keySet}: {name} req/s, p50, p99", goal ? "p99 ≤ 1.25 × minimal's" : "—",
+                    $"{wrk.RequestsPerSecond:N0} req/s, {wrk.P50Ms:F2} / {wrk.P99Ms:F2} ms"
+                    + $", {cpu:F1} µs CPU per request{(withSilos ? " (web host and both silos)" : "")}"
+                    + $", {bytes:N0} B allocated per request{(withSilos ? " (the web host's)" : "")}"
+                    + (grainCalls.TryGetValue(name, out var calls) ? $", {calls * 1000.0 / wrk.Requests:F1} grain calls per 1,000 reads" : "")
+                    + (wrk.Errors > 0 ? $", {wrk.Errors} errors" : ""),
+                    goal ? wrk.P99Ms <= 1.25 * minimalP99 && wrk.Errors == 0 : null, wrk.RequestsPerSecond));
                 details.Add(new JsonObject
                 {
                     ["keys"] = count,
                     ["contender"] = name,
-                    ["requestsPerSecond"] = Math.Round(result.RequestsPerSecond),
-                    ["p50Ms"] = Math.Round(result.P50Ms, 3),
-                    ["p99Ms"] = Math.Round(result.P99Ms, 3),
-                    ["maxMs"] = Math.Round(result.MaxMs, 3),
-                    ["errors"] = result.Errors,
-                    ["requests"] = result.Requests,
-                    ["allocatedBytesPerRequest"] = result.BytesPerRequest is { } perRequest ? Math.Round(perRequest) : null,
-                    ["grainCallsPer1000Reads"] = grainCalls.TryGetValue(name, out var perThousand) ? Math.Round(perThousand * 1000.0 / result.Requests, 2) : null,
+                    ["requestsPerSecond"] = Math.Round(wrk.RequestsPerSecond),
+                    ["p50Ms"] = Math.Round(wrk.P50Ms, 3),
+                    ["p99Ms"] = Math.Round(wrk.P99Ms, 3),
+                    ["maxMs"] = Math.Round(wrk.MaxMs, 3),
+                    ["errors"] = wrk.Errors,
+                    ["requests"] = wrk.Requests,
+                    ["cpuMicrosecondsPerRequest"] = Math.Round(cpu, 2),
+                    ["allocatedBytesPerRequest"] = Math.Round(bytes),
+                    ["grainCallsPer1000Reads"] = grainCalls.TryGetValue(name, out var perThousand) ? Math.Round(perThousand * 1000.0 / wrk.Requests, 2) : null,
                 });
             }
 
-            // With loads on the replica, the same hits: its ratio to the same host without one, and to the benchmark host's.
-            if (results.TryGetValue(ReplicaContender, out var withReplica))
+            // Goals for StatsCache as shipped (near-cache on); the near-cache-off rows show what it adds.
+            var instrumentedCpu = results[InstrumentedContender].CpuMicrosecondsPerRequest;
+            foreach (var statsCache in new[] { CoHostedContender, ClusterContender, CoHostedNoNearCacheContender, ClusterNoNearCacheContender })
             {
-                foreach (var other in new[] { OwnProcessContender, CoHostedContender })
+                var goal = IsShipped(statsCache);
+                var ours = results[statsCache];
+                foreach (var (other, wanted) in new[] { (MinimalContender, 0.85), (InstrumentedContender, 0.98), (FusionCacheContender, 1.0), (NoCacheContender, 20.0) })
                 {
-                    var ratio = withReplica.RequestsPerSecond / results[other].RequestsPerSecond;
-                    _report.Add(new ReportRow("hit", $"{keySet}: {ReplicaContender} / {other} (req/s)", "—", $"{ratio:F2}", null, ratio));
+                    var ratio = ours.Wrk.RequestsPerSecond / results[other].Wrk.RequestsPerSecond;
+                    _report.Add(new ReportRow("hit", $"{keySet}: {statsCache} / {other} (req/s)", goal ? $"≥ {wanted:0.0#}" : "—",
+                        $"{ratio:F2}", goal ? ratio >= wanted : null, ratio));
                 }
-            }
 
-            // Goals for the shipped configuration (near-cache on); the near-cache-off rows show what it adds.
-            foreach (var (statsCache, bareGoal) in new[]
-            {
-                (CoHostedContender, 0.95), (ClusterContender, 0.9),
-                ("StatsCache co-hosted, near-cache off", (double?)null), ("StatsCache cluster, near-cache off", null),
-            })
-            {
-                var ours = results[statsCache].RequestsPerSecond;
-                foreach (var (other, goal) in new[] { ("bare", bareGoal), ("no cache", bareGoal is null ? null : 20.0), ("FusionCache", bareGoal is null ? null : 1.0) })
-                {
-                    var ratio = ours / results[other].RequestsPerSecond;
-                    _report.Add(new ReportRow("hit", $"{keySet}: {statsCache} / {other} (req/s)", goal is { } g ? $"≥ {g:0.0#}" : "—",
-                        $"{ratio:F2}", goal is { } wanted ? ratio >= wanted : null, ratio));
-                }
+                var cpuRatio = ours.CpuMicrosecondsPerRequest / instrumentedCpu;
+                _report.Add(new ReportRow("hit", $"{keySet}: {statsCache} / {InstrumentedContender} (CPU per request)", goal ? "≤ 1.15" : "—",
+                    $"{cpuRatio:F2}", goal ? cpuRatio <= 1.15 : null, cpuRatio));
             }
         }
 
         _report.Detail("hit", details);
+
+        // hit's own processes: they would share the cores with the scenarios after it (the benchmark host and the cluster stay for those).
+        foreach (var host in new[] { minimal, instrumented, coHosted, coHostedOff, clusterOff })
+        {
+            await StopHostAsync(host);
+        }
     }
 
+    private const string MinimalContender = "minimal";
+    private const string InstrumentedContender = "minimal + metrics";
     private const string CoHostedContender = "StatsCache co-hosted";
     private const string ClusterContender = "StatsCache cluster";
-    private const string ReplicaContender = "StatsCache co-hosted, loads on the replica";
-    private const string OwnProcessContender = "StatsCache co-hosted, a host of its own";
+    private const string CoHostedNoNearCacheContender = "StatsCache co-hosted, near-cache off";
+    private const string ClusterNoNearCacheContender = "StatsCache cluster, near-cache off";
+    private const string FusionCacheContender = "FusionCache";
+    private const string NoCacheContender = "no cache";
 
     /// <summary>
-    /// Reads the host's near-cache misses so far (each a grain call): the benchmark host's own counters, or a web host's
-    /// Prometheus text.
+    /// The runtime's <c>dotnet.gc.heap.total_allocated</c> (meter System.Runtime, unit <c>By</c>, a counter of
+    /// <see cref="GC.GetTotalAllocatedBytes"/>) as the Prometheus exporter names it: the unit's <c>_bytes</c>, then a counter's <c>_total</c>.
     /// </summary>
-    private async Task<long> NearCacheMissesAsync(HttpHost host)
+    private const string AllocatedMetric = "dotnet_gc_heap_total_allocated_bytes_total";
+
+    private const string NearCacheMissesMetric = "statscache_nearcache_misses_total";
+
+    /// <summary>StatsCache as shipped (near-cache on), co-hosted or as a cluster: the goals are theirs, and their grain calls are counted.</summary>
+    private static bool IsShipped(string contender) => contender is CoHostedContender or ClusterContender;
+
+    /// <summary>
+    /// A hit contender: the host and path it answers on, whether it caches (warmed with every key), the processes that serve
+    /// it (its CPU time is theirs: a cluster's web host and both silos) and where its host tells the bytes it has allocated.
+    /// </summary>
+    private sealed record HitContender(string Name, HttpHost Host, string Path, bool Caches, IReadOnlyList<ChildProcess> Serving, AllocationSource Allocation);
+
+    /// <summary>Where a hit contender's host tells the bytes it has allocated since it started.</summary>
+    private enum AllocationSource
     {
-        var client = ClientFor(host);
-        using var counters = await client.GetAsync("/bench/counters");
-        if (counters.IsSuccessStatusCode)
+        /// <summary><see cref="MinimalEndpoint.AllocatedPath"/>.</summary>
+        Minimal,
+
+        /// <summary>The benchmark host's <c>/bench/counters</c> (<see cref="BenchCounters.AllocatedBytes"/>).</summary>
+        BenchHost,
+
+        /// <summary>src/WebHost's Prometheus text (<see cref="AllocatedMetric"/>).</summary>
+        Metrics,
+    }
+
+    /// <summary>
+    /// Bytes the contender's host has allocated so far and, for StatsCache as shipped, its near-cache misses (each a grain
+    /// call); null misses for the others. A cluster's silos are not asked: its bytes are its web host's.
+    /// </summary>
+    private async Task<(long AllocatedBytes, long? NearCacheMisses)> HostCountersAsync(HitContender contender)
+    {
+        var host = contender.Host;
+        if (contender.Allocation == AllocationSource.Minimal)
         {
-            return (await counters.Content.ReadFromJsonAsync<Dictionary<string, long>>())![BenchCounters.NearCacheMisses];
+            return (await ClientFor(host).GetFromJsonAsync<long>(MinimalEndpoint.AllocatedPath), null);
         }
 
-        var metrics = await client.GetStringAsync("/metrics");
-        return metrics.Split('\n')
-            .Where(line => line.StartsWith("statscache_nearcache_misses_total", StringComparison.Ordinal))
-            .Sum(line => (long)double.Parse(line[(line.LastIndexOf(' ') + 1)..], Inv));
+        if (contender.Allocation == AllocationSource.BenchHost)
+        {
+            return ((await CountersAsync([host], BenchCounters.AllocatedBytes))!.Value, null);
+        }
+
+        // One scrape for both figures.
+        var metrics = await ClientFor(host).GetStringAsync(ObservabilityExtensions.MetricsPath);
+        return ((long)PrometheusSum(host, metrics, AllocatedMetric), IsShipped(contender.Name) ? (long)PrometheusSum(host, metrics, NearCacheMissesMetric) : null);
+    }
+
+    /// <summary>The sum of a metric's samples (every label set) in a host's Prometheus text; throws when it has none rather than read 0.</summary>
+    private static double PrometheusSum(HttpHost host, string text, string metric)
+    {
+        var samples = text.Split('\n')
+            .Where(line => line.StartsWith(metric, StringComparison.Ordinal) && line.Length > metric.Length && line[metric.Length] is ' ' or '{')
+            .Select(line =>
+            {
+                // name{labels} value [timestamp]: the value follows the labels' closing brace, or the name.
+                var value = line[metric.Length] == '{' ? line[(line.LastIndexOf('}') + 1)..] : line[metric.Length..];
+                return double.Parse(value.Split(' ', StringSplitOptions.RemoveEmptyEntries)[0], Inv);
+            })
+            .ToList();
+        return samples.Count > 0 ? samples.Sum() : throw new InvalidOperationException($"{host.Name}'s {ObservabilityExtensions.MetricsPath} has no {metric}.");
+    }
+
+    /// <summary>The CPU time (user + system) <paramref name="processes"/> have used so far, in seconds.</summary>
+    private static double CpuSecondsOf(IReadOnlyList<ChildProcess> processes) =>
+        processes.Sum(p => CpuSeconds(p.Id) ?? throw new InvalidOperationException($"{p.Name} has exited; see {p.LogPath}."));
+
+    /// <summary>A contender's measured slices: wrk's figures, and the CPU seconds and the bytes its processes spent on them.</summary>
+    private sealed record HitResult(WrkResult Wrk, double CpuSeconds, long AllocatedBytes)
+    {
+        public double CpuMicrosecondsPerRequest => CpuSeconds * 1e6 / Wrk.Requests;
+
+        public double BytesPerRequest => AllocatedBytes / (double)Wrk.Requests;
+
+        public static HitResult Combine(IReadOnlyList<HitResult> slices) =>
+            new(WrkResult.Combine([.. slices.Select(s => s.Wrk)]), slices.Sum(s => s.CpuSeconds), slices.Sum(s => s.AllocatedBytes));
     }
 
     private async Task WarmAsync(HttpHost host, string path, int keys, int requests)
@@ -364,11 +433,9 @@ public sealed partial class BenchRun
         });
     }
 
-    private sealed record WrkResult(long Requests, double Seconds, double P50Ms, double P99Ms, double MaxMs, long Errors, long? AllocatedBytes = null)
+    private sealed record WrkResult(long Requests, double Seconds, double P50Ms, double P99Ms, double MaxMs, long Errors)
     {
         public double RequestsPerSecond => Requests / Seconds;
-
-        public double? BytesPerRequest => AllocatedBytes / (double)Requests;
 
         /// <summary>One contender's slices as one result: requests over time, the median slice's p50 and p99, the slowest request.</summary>
         public static WrkResult Combine(IReadOnlyList<WrkResult> slices) => new(
@@ -377,8 +444,7 @@ public sealed partial class BenchRun
             Percentile([.. slices.Select(r => r.P50Ms)], 50),
             Percentile([.. slices.Select(r => r.P99Ms)], 50),
             slices.Max(r => r.MaxMs),
-            slices.Sum(r => r.Errors),
-            slices.Any(r => r.AllocatedBytes is null) ? null : slices.Sum(r => r.AllocatedBytes));
+            slices.Sum(r => r.Errors));
     }
 
     private async Task<WrkResult> WrkAsync(HttpHost host, string path, string tokenFile, int seconds)

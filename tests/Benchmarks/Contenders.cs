@@ -12,12 +12,12 @@ using ZiggyCreatures.Caching.Fusion;
 namespace StatsCache.Benchmarks;
 
 /// <summary>
-/// The contenders StatsCache is measured against, in the same process, behind the same
-/// authentication and the same validation (<see cref="DashboardApi.TryResolve"/>), writing the same
-/// JSON envelope (<see cref="SnapshotResult"/>):
+/// The caches StatsCache is measured against, in the benchmark host, behind the same authentication and
+/// the same validation as the API (<see cref="DashboardApi.TryResolve"/>), writing the same JSON envelope
+/// (<see cref="SnapshotResult"/>):
 /// <c>/bench/nocache/{view}</c> runs the view's batch on every request,
-/// <c>/bench/fusion/{view}</c> is FusionCache cache-aside (stampede protection is FusionCache's default),
-/// <c>/bench/bare</c> writes a fixed snapshot-sized payload: the ceiling for a cached read over HTTP here.
+/// <c>/bench/fusion/{view}</c> is FusionCache cache-aside (stampede protection is FusionCache's default).
+/// The ceiling for a cached read over HTTP is <see cref="MinimalEndpoint"/>, in processes of its own.
 /// </summary>
 public static class Contenders
 {
@@ -26,7 +26,6 @@ public static class Contenders
         var bench = app.MapGroup("/bench").RequireAuthorization();
         bench.MapGet("/nocache/{view}", NoCacheAsync);
         bench.MapGet("/fusion/{view}", FusionAsync);
-        bench.MapGet("/bare", (BarePayload payload) => TypedResults.Bytes(payload.Bytes, "application/json; charset=utf-8"));
         return app;
     }
 

@@ -62,9 +62,8 @@ public static class Driver
         var started = Stopwatch.StartNew();
         await using (var bench = await BenchRun.PrepareAsync(environment, report))
         {
-            // The read replica's last users: a standby replaying the others' writes would share the cores with them.
-            var lastOnReplica = AllScenarios.Where(scenarios.Contains).LastOrDefault(s => s is "hit" or "fresh");
-            foreach (var scenario in AllScenarios.Where(scenarios.Contains))
+            var selected = AllScenarios.Where(scenarios.Contains).ToList();
+            foreach (var scenario in selected)
             {
                 Console.WriteLine($"== {scenario}");
                 var scenarioStarted = Stopwatch.StartNew();
@@ -80,7 +79,8 @@ public static class Driver
                     _ => bench.RefreshAsync(),
                 });
                 Console.WriteLine($"   ({scenarioStarted.Elapsed.TotalSeconds:F0} s)");
-                if (scenario == lastOnReplica && scenario != AllScenarios.Where(scenarios.Contains).Last())
+                // fresh is the read replica's only user: a standby replaying the later scenarios' writes would share the cores with them.
+                if (scenario == "fresh" && scenario != selected[^1])
                 {
                     await bench.StopReplicaAsync();
                 }
@@ -136,7 +136,7 @@ public sealed partial class BenchRun : IAsyncDisposable
     /// <summary>The same catalog with every view's TTL set to the refresh scenario's.</summary>
     public string RefreshCatalogPath => Path.Combine(_env.WorkFolder, "refresh-catalog.json");
 
-    public string BarePayloadPath => Path.Combine(_env.WorkFolder, "bare-payload.json");
+    public string MinimalPayloadPath => Path.Combine(_env.WorkFolder, "minimal-payload.json");
 
     public string DataPayloadPath => Path.Combine(_env.WorkFolder, "data-payload.json");
 
@@ -200,6 +200,7 @@ public sealed partial class BenchRun : IAsyncDisposable
 
         Tokens = [.. Clients.Select(TokenFor)];
         File.WriteAllLines(HotTokensPath, Tokens.Take(1));
+        File.WriteAllLines(MiddleTokensPath, Tokens.Take(_env.HitMiddleKeys));
         File.WriteAllLines(ManyTokensPath, Tokens.Take(_env.HitKeys));
         _nextStampedeUser = _env.HitKeys;
     }
@@ -210,9 +211,11 @@ public sealed partial class BenchRun : IAsyncDisposable
 
     public string HotTokensPath => Path.Combine(_env.WorkFolder, "tokens-hot.txt");
 
+    public string MiddleTokensPath => Path.Combine(_env.WorkFolder, "tokens-middle.txt");
+
     public string ManyTokensPath => Path.Combine(_env.WorkFolder, "tokens-many.txt");
 
-    /// <summary>The hot user's real snapshot: its data (the refresh scenario's payload) and its whole answer (the bare endpoint's).</summary>
+    /// <summary>The hot user's real snapshot: its data (the refresh scenario's payload) and its whole answer (the minimal endpoints').</summary>
     private async Task WritePayloadsAsync()
     {
         var view = Catalog.Find(Driver.HitView)!;
@@ -221,8 +224,8 @@ public sealed partial class BenchRun : IAsyncDisposable
             _db, view, new DashboardScope(caller.SiteId, caller.Role, caller.UserId), view.DefaultParameters, CancellationToken.None);
         File.WriteAllBytes(DataPayloadPath, data);
 
-        // The bare endpoint's payload is exactly what the API writes for this snapshot.
-        await using var file = File.Create(BarePayloadPath);
+        // The minimal endpoints' payload is exactly what the API writes for this snapshot.
+        await using var file = File.Create(MinimalPayloadPath);
         var context = new DefaultHttpContext();
         context.Response.Body = file;
         var snapshot = new DashboardSnapshot(data, DateTimeOffset.UtcNow, ContentHash: "bench");

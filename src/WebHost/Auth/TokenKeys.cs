@@ -18,7 +18,9 @@ public sealed partial class TokenKeys : BackgroundService
 {
     public const string HttpClientName = "jwks";
 
-    private static readonly string[] HmacAlgorithms = [SecurityAlgorithms.HmacSha256, SecurityAlgorithms.HmacSha384, SecurityAlgorithms.HmacSha512];
+    /// <summary>The algorithms of a shared secret (<see cref="AuthOptions.SigningKey"/>).</summary>
+    internal static readonly string[] HmacAlgorithms = [SecurityAlgorithms.HmacSha256, SecurityAlgorithms.HmacSha384, SecurityAlgorithms.HmacSha512];
+
     private static readonly string[] RsaAlgorithms =
     [
         SecurityAlgorithms.RsaSha256, SecurityAlgorithms.RsaSha384, SecurityAlgorithms.RsaSha512,
