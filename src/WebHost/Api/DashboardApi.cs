@@ -33,7 +33,7 @@ public static class DashboardApi
 
     public static IEndpointRouteBuilder MapDashboardApi(this IEndpointRouteBuilder app)
     {
-        var api = app.MapGroup("/api/dashboards").RequireAuthorization().RequireRateLimiting(RequestLimitExtensions.PolicyName).WithTags("Dashboards");
+        var api = app.MapGroup("/api/dashboards").RequireAuthorization().RequireRequestLimit().WithTags("Dashboards");
 
         api.MapGet("/", ListViews)
             .WithName("ListDashboards")

@@ -26,7 +26,7 @@ public static class InvalidationApi
     {
         app.MapPost("/api/dashboards/invalidate", InvalidateAsync)
             .RequireAuthorization()
-            .RequireRateLimiting(RequestLimitExtensions.PolicyName)
+            .RequireRequestLimit()
             .WithTags("Dashboards")
             .WithName("InvalidateDashboards")
             .WithSummary("Refresh the site's cached views (for some users, some views) after a write the triggers do not see; role 'service'.")

@@ -1,6 +1,4 @@
 using System.ComponentModel.DataAnnotations;
-using System.Threading.RateLimiting;
-using Microsoft.AspNetCore.RateLimiting;
 using Microsoft.Extensions.Options;
 using StatsCache.WebHost.Api;
 using StatsCache.WebHost.Auth;
@@ -8,18 +6,13 @@ using StatsCache.WebHost.Auth;
 namespace StatsCache.WebHost.Hosting;
 
 /// <summary>
-/// A request rate per caller (the token's site, role and user; never the client's address), with ASP.NET
-/// Core's rate limiter: a token bucket per caller in this web host, checked after authentication and
-/// before any grain call. Only the dashboard API asks for it (<see cref="PolicyName"/>): health, readiness,
-/// metrics and the OpenAPI document are never limited. Past it: 429 problem details with <c>Retry-After</c>.
+/// A request rate per caller (the token's site, role and user; never the client's address): a token bucket per caller in
+/// this web host (<see cref="RequestLimiter"/>), checked after authentication and authorization and before any grain call.
+/// Only the endpoints that ask for it (<see cref="RequireRequestLimit{TBuilder}"/>: the dashboard API) are limited: health,
+/// readiness, metrics and the OpenAPI document never are. Past it: 429 problem details with <c>Retry-After</c>.
 /// </summary>
 public static class RequestLimitExtensions
 {
-    public const string PolicyName = "caller";
-
-    // The partition of requests the limit does not apply to (it is switched off).
-    private static readonly Caller Unlimited = new(0, "", 0);
-
     public static WebApplicationBuilder AddStatsCacheRequestLimits(this WebApplicationBuilder builder)
     {
         builder.Services.AddOptions<RequestLimitOptions>()
@@ -27,40 +20,64 @@ public static class RequestLimitExtensions
             .ValidateDataAnnotations()
             .ValidateOnStart();
         builder.Services.AddSingleton<ApiMetrics>();
-        builder.Services.AddRateLimiter(_ => { });
-        builder.Services.AddOptions<RateLimiterOptions>().Configure<IOptions<RequestLimitOptions>>((limiter, limits) =>
-        {
-            var options = limits.Value;
-            limiter.AddPolicy(PolicyName, context => options.IsEnabled && context.Features.Get<Caller>() is { } caller
-                ? RateLimitPartition.GetTokenBucketLimiter(caller, _ => new TokenBucketRateLimiterOptions
-                {
-                    TokenLimit = options.Burst,
-                    TokensPerPeriod = options.RequestsPerSecond,
-                    ReplenishmentPeriod = TimeSpan.FromSeconds(1),
-                    QueueLimit = 0, // refuse at once: a queued request would only hold a connection longer
-                })
-                : RateLimitPartition.GetNoLimiter(Unlimited));
-            limiter.OnRejected = async (rejected, requestAborted) =>
-            {
-                var context = rejected.HttpContext;
-                context.RequestServices.GetRequiredService<ApiMetrics>().Refused(RefusalReason.RequestRate);
-                var retryAfter = rejected.Lease.TryGetMetadata(MetadataName.RetryAfter, out var after) ? after : TimeSpan.FromSeconds(1);
-                var delay = retryAfter < options.RejectionDelay ? retryAfter : options.RejectionDelay;
-                if (delay > TimeSpan.Zero)
-                {
-                    await Task.Delay(delay, requestAborted);
-                }
-
-                await DashboardApi.TooFast(context.Response, retryAfter,
-                    $"At most {options.RequestsPerSecond} requests a second (bursts of {options.Burst}) are answered for one caller.")
-                    .ExecuteAsync(context);
-            };
-        });
+        builder.Services.AddSingleton<RequestLimiter>();
+        builder.Services.AddHostedService<RequestLimitSweep>();
         return builder;
     }
 
-    /// <summary>Runs after authentication, which names the caller the limit is partitioned by.</summary>
-    public static IApplicationBuilder UseStatsCacheRequestLimits(this IApplicationBuilder app) => app.UseRateLimiter();
+    /// <summary>Limits the requests of each caller to these endpoints (see <see cref="UseStatsCacheRequestLimits"/>).</summary>
+    public static TBuilder RequireRequestLimit<TBuilder>(this TBuilder builder)
+        where TBuilder : IEndpointConventionBuilder => builder.WithMetadata(RequestLimitMetadata.Instance);
+
+    /// <summary>
+    /// Runs after authentication, which names the caller the limit is partitioned by (and after routing, which names the
+    /// endpoint). A request past the limit is counted (<c>statscache.refusals{reason=request-rate}</c>), held for
+    /// <see cref="RequestLimitOptions.RejectionDelay"/> (at most its Retry-After), then answered 429. Switched off, the
+    /// middleware is not there at all.
+    /// </summary>
+    public static IApplicationBuilder UseStatsCacheRequestLimits(this IApplicationBuilder app) => app.Use(next =>
+    {
+        var services = app.ApplicationServices;
+        var options = services.GetRequiredService<IOptions<RequestLimitOptions>>().Value;
+        if (!options.IsEnabled)
+        {
+            return next;
+        }
+
+        var limiter = services.GetRequiredService<RequestLimiter>();
+        var metrics = services.GetRequiredService<ApiMetrics>();
+        var time = services.GetRequiredService<TimeProvider>();
+        var detail = $"At most {options.RequestsPerSecond} requests a second (bursts of {options.Burst}) are answered for one caller.";
+        return context =>
+        {
+            if (context.GetEndpoint()?.Metadata.GetMetadata<RequestLimitMetadata>() is null
+                || context.Features.Get<Caller>() is not { } caller
+                || limiter.TryTake(caller, out var retryAfter))
+            {
+                return next(context);
+            }
+
+            return RefuseAsync(context, retryAfter);
+        };
+
+        async Task RefuseAsync(HttpContext context, TimeSpan retryAfter)
+        {
+            metrics.Refused(RefusalReason.RequestRate);
+            var delay = retryAfter < options.RejectionDelay ? retryAfter : options.RejectionDelay;
+            if (delay > TimeSpan.Zero)
+            {
+                await Task.Delay(delay, time, context.RequestAborted);
+            }
+
+            await DashboardApi.TooFast(context.Response, retryAfter, detail).ExecuteAsync(context);
+        }
+    });
+
+    /// <summary>The endpoint metadata of <see cref="RequireRequestLimit{TBuilder}"/>.</summary>
+    private sealed class RequestLimitMetadata
+    {
+        public static readonly RequestLimitMetadata Instance = new();
+    }
 }
 
 /// <summary>The per-caller request limit of each web host (section <c>StatsCache:RequestLimit</c>).</summary>
