@@ -72,6 +72,8 @@ public sealed partial class BenchRun
     {
         var environment = CommonEnvironment();
         environment[MinimalEndpoint.PayloadPathKey.Replace(":", "__", StringComparison.Ordinal)] = MinimalPayloadPath;
+        // As src/WebHost's appsettings.json: without it ASP.NET Core starts an Activity per request for its request logs.
+        environment["Logging__LogLevel__Microsoft.AspNetCore.Hosting.Diagnostics"] = "None";
         // It has no readiness check (nothing to be ready but Kestrel): it is ready when it answers.
         return StartHttpHostAsync(name, _env.SelfDll, withMetrics ? ["minimal", "--metrics"] : ["minimal"], environment, MinimalEndpoint.AllocatedPath);
     }

@@ -12,6 +12,9 @@ namespace StatsCache.WebHost.Api;
 /// </summary>
 internal sealed class BatchResult(ViewRead[] reads, ViewAnswer[] answers) : IResult, IStatusCodeHttpResult, IEndpointMetadataProvider
 {
+    private readonly ViewRead[] _reads = reads;
+    private readonly ViewAnswer[] _answers = answers;
+
     public int? StatusCode => StatusCodes.Status200OK;
 
     /// <summary>
@@ -41,27 +44,29 @@ internal sealed class BatchResult(ViewRead[] reads, ViewAnswer[] answers) : IRes
         return SnapshotResult.SetCacheHeaders(context, $"\"{Convert.ToHexStringLower(hash.AsSpan(0, 16))}\"", maxAge);
     }
 
-    public async Task ExecuteAsync(HttpContext httpContext)
+    public Task ExecuteAsync(HttpContext httpContext)
     {
-        var caller = reads[0].Caller;
         var response = httpContext.Response;
         response.StatusCode = StatusCodes.Status200OK;
-        response.ContentType = "application/json; charset=utf-8";
-        await using var json = new Utf8JsonWriter(response.BodyWriter);
-        json.WriteStartObject();
-        json.WriteNumber("site", caller.SiteId);
-        json.WriteString("role", caller.Role);
-        json.WriteNumber("user", caller.UserId);
-        json.WriteStartObject("views");
-        for (var i = 0; i < reads.Length; i++)
+        response.ContentType = DashboardJson.ContentType;
+        JsonBody.Write(response, this, static (json, batch) =>
         {
-            json.WritePropertyName(reads[i].View.Name);
-            DashboardJson.WriteSlot(json, reads[i], answers[i]);
-        }
+            var caller = batch._reads[0].Caller;
+            json.WriteStartObject();
+            json.WriteNumber("site", caller.SiteId);
+            json.WriteString("role", caller.Role);
+            json.WriteNumber("user", caller.UserId);
+            json.WriteStartObject("views");
+            for (var i = 0; i < batch._reads.Length; i++)
+            {
+                json.WritePropertyName(batch._reads[i].View.Name);
+                DashboardJson.WriteSlot(json, batch._reads[i], batch._answers[i]);
+            }
 
-        json.WriteEndObject();
-        json.WriteEndObject();
-        await json.FlushAsync(httpContext.RequestAborted);
+            json.WriteEndObject();
+            json.WriteEndObject();
+        });
+        return Task.CompletedTask;
     }
 
     public static void PopulateMetadata(MethodInfo method, EndpointBuilder builder) =>

@@ -72,7 +72,7 @@ public static class DashboardApi
         return TypedResults.Ok(new DashboardList(caller.SiteId, caller.Role, caller.UserId, views));
     }
 
-    internal static async Task<Results<SnapshotResult, StatusCodeHttpResult, ProblemHttpResult>> GetViewAsync(
+    internal static async ValueTask<Results<SnapshotResult, StatusCodeHttpResult, ProblemHttpResult>> GetViewAsync(
         string view, HttpContext context, DashboardCatalog catalog, DashboardReader reader)
     {
         if (!TryResolve(view, context, catalog, out var read, out var problem))

@@ -10,6 +10,8 @@ namespace StatsCache.WebHost.Api;
 /// </summary>
 internal static class DashboardJson
 {
+    public const string ContentType = "application/json; charset=utf-8";
+
     /// <summary><c>parameters</c>, <c>asOf</c>, <c>stale</c> and <c>data</c> of an answered read, into the open object.</summary>
     public static void WriteAnswerFields(Utf8JsonWriter json, ViewDefinition view, BoundParameters parameters, DashboardSnapshot snapshot, bool stale)
     {

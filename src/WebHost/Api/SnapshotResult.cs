@@ -12,6 +12,15 @@ namespace StatsCache.WebHost.Api;
 public sealed class SnapshotResult(Caller caller, ViewDefinition view, BoundParameters parameters, DashboardSnapshot snapshot, bool stale)
     : IResult, IStatusCodeHttpResult, IEndpointMetadataProvider
 {
+    // Cache-Control of each max-age up to an hour, made once: the header of every cached read.
+    private static readonly string?[] CacheControls = new string?[3601];
+
+    private readonly Caller _caller = caller;
+    private readonly ViewDefinition _view = view;
+    private readonly BoundParameters _parameters = parameters;
+    private readonly DashboardSnapshot _snapshot = snapshot;
+    private readonly bool _stale = stale;
+
     public int? StatusCode => StatusCodes.Status200OK;
 
     /// <summary>
@@ -24,7 +33,9 @@ public sealed class SnapshotResult(Caller caller, ViewDefinition view, BoundPara
         var headers = context.Response.Headers;
         headers.ETag = "W/" + opaqueTag;
         var seconds = Math.Max(0, (long)Math.Ceiling(maxAge.TotalSeconds));
-        headers.CacheControl = string.Create(CultureInfo.InvariantCulture, $"private, max-age={seconds}");
+        headers.CacheControl = seconds < CacheControls.Length
+            ? CacheControls[seconds] ??= CacheControlFor(seconds)
+            : CacheControlFor(seconds);
 
         var ifNoneMatch = context.Request.Headers.IfNoneMatch;
         if (ifNoneMatch.Count == 0 || !EntityTagHeaderValue.TryParseList(ifNoneMatch, out var tags))
@@ -36,21 +47,25 @@ public sealed class SnapshotResult(Caller caller, ViewDefinition view, BoundPara
         return tags.Any(tag => tag.Equals(EntityTagHeaderValue.Any) || tag.Tag.Equals(opaqueTag, StringComparison.Ordinal));
     }
 
-    public async Task ExecuteAsync(HttpContext httpContext)
+    public Task ExecuteAsync(HttpContext httpContext)
     {
         var response = httpContext.Response;
         response.StatusCode = StatusCodes.Status200OK;
-        response.ContentType = "application/json; charset=utf-8";
-        await using var json = new Utf8JsonWriter(response.BodyWriter);
-        json.WriteStartObject();
-        json.WriteString("view", view.Name);
-        json.WriteNumber("site", caller.SiteId);
-        json.WriteString("role", caller.Role);
-        json.WriteNumber("user", caller.UserId);
-        DashboardJson.WriteAnswerFields(json, view, parameters, snapshot, stale);
-        json.WriteEndObject();
-        await json.FlushAsync(httpContext.RequestAborted);
+        response.ContentType = DashboardJson.ContentType;
+        JsonBody.Write(response, this, static (json, answer) =>
+        {
+            json.WriteStartObject();
+            json.WriteString("view", answer._view.Name);
+            json.WriteNumber("site", answer._caller.SiteId);
+            json.WriteString("role", answer._caller.Role);
+            json.WriteNumber("user", answer._caller.UserId);
+            DashboardJson.WriteAnswerFields(json, answer._view, answer._parameters, answer._snapshot, answer._stale);
+            json.WriteEndObject();
+        });
+        return Task.CompletedTask;
     }
+
+    private static string CacheControlFor(long seconds) => string.Create(CultureInfo.InvariantCulture, $"private, max-age={seconds}");
 
     public static void PopulateMetadata(MethodInfo method, EndpointBuilder builder) =>
         builder.Metadata.Add(new ProducesResponseTypeMetadata(StatusCodes.Status200OK, typeof(DashboardDocument), ["application/json"]));

@@ -1,46 +1,88 @@
 using System.Globalization;
 using System.Security.Claims;
 using System.Text.RegularExpressions;
+using Microsoft.IdentityModel.JsonWebTokens;
 
 namespace StatsCache.WebHost.Auth;
 
 /// <summary>Who is asking, from the token's claims (their names: <see cref="ClaimNames"/>); never from the URL.</summary>
 public sealed partial record Caller(long SiteId, string Role, long UserId)
 {
-    /// <summary>Reads the caller from validated claims; says which claim is missing or malformed.</summary>
-    public static bool TryFrom(ClaimsPrincipal principal, ClaimNames names, out Caller caller, out string error)
+    /// <summary>SimpleJWT's claim that tells access tokens from refresh tokens (its <c>TOKEN_TYPE_CLAIM</c>).</summary>
+    public const string TokenTypeClaim = "token_type";
+
+    /// <summary>
+    /// Reads the caller from a validated token's claims, in one pass (this runs on every request): exactly one user, site
+    /// and role claim, and no <see cref="TokenTypeClaim"/> other than <c>access</c>. Says which claim is wrong, and
+    /// gives the claims a request keeps (<paramref name="kept"/>: the caller's and the expiry, new claims that hold
+    /// nothing of the token; see AuthenticationExtensions).
+    /// </summary>
+    public static bool TryFrom(IEnumerable<Claim> claims, ClaimNames names, out Caller caller, out Claim[] kept, out string error)
     {
         caller = null!;
-        if (!TryGetId(principal, names.Site, out var site, out error) || !TryGetId(principal, names.User, out var user, out error))
+        kept = [];
+        Claim? user = null, site = null, role = null, expiry = null;
+        int users = 0, sites = 0, roles = 0;
+        foreach (var claim in claims)
+        {
+            var type = claim.Type;
+            if (type == names.User)
+            {
+                (user, users) = (claim, users + 1);
+            }
+            else if (type == names.Site)
+            {
+                (site, sites) = (claim, sites + 1);
+            }
+            else if (type == names.Role)
+            {
+                (role, roles) = (claim, roles + 1);
+            }
+            else if (type == JwtRegisteredClaimNames.Exp)
+            {
+                expiry = claim;
+            }
+            else if (type == TokenTypeClaim && claim.Value != "access")
+            {
+                error = $"Only access tokens are accepted; this one's '{TokenTypeClaim}' is '{Shorten(claim.Value)}' (refresh tokens are not accepted).";
+                return false;
+            }
+        }
+
+        if (!TryGetId(site, sites, names.Site, out var siteId, out error) || !TryGetId(user, users, names.User, out var userId, out error))
         {
             return false;
         }
 
-        var roles = principal.FindAll(names.Role).ToList();
-        if (roles.Count != 1 || !RoleName().IsMatch(roles[0].Value))
+        if (roles != 1 || !RoleName().IsMatch(role!.Value))
         {
             error = $"The token must carry exactly one '{names.Role}' claim of lower-case letters.";
             return false;
         }
 
-        caller = new Caller(site, roles[0].Value, user);
+        caller = new Caller(siteId, role.Value, userId);
+        kept = expiry is null ? [Copy(user!), Copy(site!), Copy(role)] : [Copy(user!), Copy(site!), Copy(role), Copy(expiry)];
         return true;
     }
 
     // A JSON number (SimpleJWT up to 5.5.0) and a string of digits (from 5.5.1) both reach here as the digits.
-    private static bool TryGetId(ClaimsPrincipal principal, string claim, out long id, out string error)
+    private static bool TryGetId(Claim? claim, int count, string name, out long id, out string error)
     {
-        var values = principal.FindAll(claim).ToList();
-        if (values.Count == 1 && long.TryParse(values[0].Value, NumberStyles.None, CultureInfo.InvariantCulture, out id) && id > 0)
+        if (count == 1 && long.TryParse(claim!.Value, NumberStyles.None, CultureInfo.InvariantCulture, out id) && id > 0)
         {
             error = "";
             return true;
         }
 
         id = 0;
-        error = $"The token's '{claim}' claim must be one positive integer.";
+        error = $"The token's '{name}' claim must be one positive integer.";
         return false;
     }
+
+    // A claim refers back to its identity, and so to the parsed token: a copy holds neither.
+    private static Claim Copy(Claim claim) => new(claim.Type, claim.Value, claim.ValueType);
+
+    private static string Shorten(string text) => text.Length <= 32 ? text : string.Concat(text.AsSpan(0, 32), "…");
 
     [GeneratedRegex("^[a-z][a-z0-9_-]{0,63}$")]
     private static partial Regex RoleName();

@@ -2,7 +2,6 @@ using System.Security.Claims;
 using Microsoft.AspNetCore.Authentication;
 using Microsoft.AspNetCore.Authentication.JwtBearer;
 using Microsoft.Extensions.Options;
-using Microsoft.IdentityModel.JsonWebTokens;
 using Microsoft.IdentityModel.Tokens;
 using StatsCache.WebHost.Auth;
 
@@ -14,9 +13,6 @@ namespace StatsCache.WebHost.Hosting;
 /// </summary>
 public static class AuthenticationExtensions
 {
-    /// <summary>SimpleJWT's claim that tells access tokens from refresh tokens (its <c>TOKEN_TYPE_CLAIM</c>).</summary>
-    public const string TokenTypeClaim = "token_type";
-
     public static WebApplicationBuilder AddStatsCacheAuthentication(this WebApplicationBuilder builder)
     {
         builder.Services.AddOptions<AuthOptions>()
@@ -61,14 +57,14 @@ public static class AuthenticationExtensions
             OnMessageReceived = context => keys.RefreshForAsync(context.Request.Headers.Authorization),
             OnTokenValidated = context =>
             {
-                if (context.Principal!.FindFirst(TokenTypeClaim) is { } type && type.Value != "access")
-                {
-                    context.Fail($"Only access tokens are accepted; this one's '{TokenTypeClaim}' is '{Shorten(type.Value)}' (refresh tokens are not accepted).");
-                }
-                else if (Caller.TryFrom(context.Principal!, auth.Claims, out var caller, out var error))
+                var validated = (ClaimsIdentity)context.Principal!.Identity!;
+                if (Caller.TryFrom(validated.Claims, auth.Claims, out var caller, out var kept, out var error))
                 {
                     context.HttpContext.Features.Set(caller); // read once per request (DashboardApi, InvalidationApi)
-                    context.Principal = OnlyWhatIsRead(context.Principal!, auth.Claims);
+                    // The principal a request keeps: a live stream holds its request as long as its token lasts, and the
+                    // validated principal holds the parsed token and every claim (about 3 KB).
+                    context.Principal = new ClaimsPrincipal(
+                        new ClaimsIdentity(kept, validated.AuthenticationType, validated.NameClaimType, validated.RoleClaimType));
                 }
                 else
                 {
@@ -91,20 +87,6 @@ public static class AuthenticationExtensions
         };
     }
 
-    /// <summary>
-    /// The principal a request keeps: the caller's claims and the expiry, in an identity of its own. A live stream holds
-    /// its request as long as its token lasts, and the validated principal holds the parsed token and every claim
-    /// (about 3 KB); new claims, since a claim refers back to its identity and so to the token.
-    /// </summary>
-    private static ClaimsPrincipal OnlyWhatIsRead(ClaimsPrincipal validated, ClaimNames names)
-    {
-        var identity = (ClaimsIdentity)validated.Identity!;
-        var kept = validated.Claims
-            .Where(c => c.Type == names.User || c.Type == names.Site || c.Type == names.Role || c.Type == JwtRegisteredClaimNames.Exp)
-            .Select(c => new Claim(c.Type, c.Value, c.ValueType));
-        return new ClaimsPrincipal(new ClaimsIdentity(kept, identity.AuthenticationType, identity.NameClaimType, identity.RoleClaimType));
-    }
-
     // Say what was wrong without echoing the token or anything about the key.
     private static (string Title, string? Detail) Describe(Exception? failure, bool hadHeader, TokenKeys keys) => failure switch
     {
@@ -121,6 +103,4 @@ public static class AuthenticationExtensions
         AuthenticationFailureException => ("The bearer token is invalid.", failure.Message),
         _ => ("The bearer token is invalid.", null),
     };
-
-    private static string Shorten(string text) => text.Length <= 32 ? text : string.Concat(text.AsSpan(0, 32), "…");
 }

@@ -12,11 +12,15 @@ public static class PageExtensions
     private const string ContentSecurityPolicy =
         "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-    public static IApplicationBuilder UseStatsCachePage(this IApplicationBuilder app)
+    /// <summary>Only for requests no endpoint matched (routing runs first): an API read never passes through the file middleware.</summary>
+    public static IApplicationBuilder UseStatsCachePage(this IApplicationBuilder app) =>
+        app.UseWhen(context => context.GetEndpoint() is null, UsePageFiles);
+
+    private static void UsePageFiles(IApplicationBuilder app)
     {
         var files = new ManifestEmbeddedFileProvider(typeof(PageExtensions).Assembly, "Page");
         app.UseDefaultFiles(new DefaultFilesOptions { FileProvider = files });
-        return app.UseStaticFiles(new StaticFileOptions
+        app.UseStaticFiles(new StaticFileOptions
         {
             FileProvider = files,
             OnPrepareResponse = context =>
