@@ -325,6 +325,18 @@ public sealed partial class BenchRun
             }
         }
 
+        // At rest, after the last key set, every key cached and nobody reading: what each contender's processes spend on their
+        // own (the cache's upkeep: refresh timers and their loads, watch renewals, heartbeats, membership; the runtime's timers
+        // and thread pool). It is part of every CPU per request above; here on its own, all contenders measured at once.
+        var restBefore = contenders.ToDictionary(c => c.Name, c => CpuSecondsOf(c.Serving));
+        await Task.Delay(RestWindow);
+        foreach (var contender in contenders)
+        {
+            var perSecond = (CpuSecondsOf(contender.Serving) - restBefore[contender.Name]) / RestWindow.TotalSeconds;
+            _report.Add(new ReportRow("hit", $"at rest: {contender.Name}", "—", $"{perSecond * 1000:F0} ms CPU per second", null, perSecond));
+            details.Add(new JsonObject { ["atRest"] = true, ["contender"] = contender.Name, ["cpuMillisecondsPerSecond"] = Math.Round(perSecond * 1000, 1) });
+        }
+
         _report.Detail("hit", details);
 
         // hit's own processes: they would share the cores with the scenarios after it (the benchmark host and the cluster stay for those).
@@ -333,6 +345,8 @@ public sealed partial class BenchRun
             await StopHostAsync(host);
         }
     }
+
+    private static readonly TimeSpan RestWindow = TimeSpan.FromSeconds(5);
 
     private const string MinimalContender = "minimal";
     private const string InstrumentedContender = "minimal + metrics";

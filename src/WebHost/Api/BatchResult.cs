@@ -53,9 +53,9 @@ internal sealed class BatchResult(ViewRead[] reads, ViewAnswer[] answers) : IRes
         {
             var caller = batch._reads[0].Caller;
             json.WriteStartObject();
-            json.WriteNumber("site", caller.SiteId);
-            json.WriteString("role", caller.Role);
-            json.WriteNumber("user", caller.UserId);
+            json.WriteNumber(DashboardJson.Site, caller.SiteId);
+            json.WriteString(DashboardJson.Role, caller.Role);
+            json.WriteNumber(DashboardJson.User, caller.UserId);
             json.WriteStartObject("views");
             for (var i = 0; i < batch._reads.Length; i++)
             {

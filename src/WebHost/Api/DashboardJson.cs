@@ -12,19 +12,29 @@ internal static class DashboardJson
 {
     public const string ContentType = "application/json; charset=utf-8";
 
+    // The answer's property names, encoded once: written on every read.
+    public static readonly JsonEncodedText View = JsonEncodedText.Encode("view");
+    public static readonly JsonEncodedText Site = JsonEncodedText.Encode("site");
+    public static readonly JsonEncodedText Role = JsonEncodedText.Encode("role");
+    public static readonly JsonEncodedText User = JsonEncodedText.Encode("user");
+    private static readonly JsonEncodedText Parameters = JsonEncodedText.Encode("parameters");
+    private static readonly JsonEncodedText AsOf = JsonEncodedText.Encode("asOf");
+    private static readonly JsonEncodedText Stale = JsonEncodedText.Encode("stale");
+    private static readonly JsonEncodedText Data = JsonEncodedText.Encode("data");
+
     /// <summary><c>parameters</c>, <c>asOf</c>, <c>stale</c> and <c>data</c> of an answered read, into the open object.</summary>
     public static void WriteAnswerFields(Utf8JsonWriter json, ViewDefinition view, BoundParameters parameters, DashboardSnapshot snapshot, bool stale)
     {
-        json.WriteStartObject("parameters");
+        json.WriteStartObject(Parameters);
         for (var i = 0; i < view.Parameters.Length; i++)
         {
             json.WriteNumber(view.Parameters[i].Name, parameters.Values[i]);
         }
 
         json.WriteEndObject();
-        json.WriteString("asOf", snapshot.AsOf.UtcDateTime);
-        json.WriteBoolean("stale", stale);
-        json.WritePropertyName("data");
+        json.WriteString(AsOf, snapshot.AsOf.UtcDateTime);
+        json.WriteBoolean(Stale, stale);
+        json.WritePropertyName(Data);
         json.WriteRawValue(snapshot.Data, skipInputValidation: true);
     }
 
@@ -35,7 +45,7 @@ internal static class DashboardJson
     public static void WriteSlot(Utf8JsonWriter json, in ViewRead read, in ViewAnswer answer)
     {
         json.WriteStartObject();
-        json.WriteString("view", read.View.Name);
+        json.WriteString(View, read.View.Name);
         if (answer.Snapshot is { } snapshot)
         {
             WriteAnswerFields(json, read.View, read.Parameters, snapshot, answer.Stale);

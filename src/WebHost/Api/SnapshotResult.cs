@@ -55,10 +55,10 @@ public sealed class SnapshotResult(Caller caller, ViewDefinition view, BoundPara
         JsonBody.Write(response, this, static (json, answer) =>
         {
             json.WriteStartObject();
-            json.WriteString("view", answer._view.Name);
-            json.WriteNumber("site", answer._caller.SiteId);
-            json.WriteString("role", answer._caller.Role);
-            json.WriteNumber("user", answer._caller.UserId);
+            json.WriteString(DashboardJson.View, answer._view.Name);
+            json.WriteNumber(DashboardJson.Site, answer._caller.SiteId);
+            json.WriteString(DashboardJson.Role, answer._caller.Role);
+            json.WriteNumber(DashboardJson.User, answer._caller.UserId);
             DashboardJson.WriteAnswerFields(json, answer._view, answer._parameters, answer._snapshot, answer._stale);
             json.WriteEndObject();
         });

@@ -14,16 +14,16 @@ public sealed partial record Caller(long SiteId, string Role, long UserId)
     /// <summary>
     /// Reads the caller from a validated token's claims, in one pass (this runs on every request): exactly one user, site
     /// and role claim, and no <see cref="TokenTypeClaim"/> other than <c>access</c>. Says which claim is wrong, and
-    /// gives the claims a request keeps (<paramref name="kept"/>: the caller's and the expiry, new claims that hold
-    /// nothing of the token; see AuthenticationExtensions).
+    /// gives the identity a request keeps (<paramref name="kept"/>: the caller's claims and the expiry, in new claims of a
+    /// new identity, which hold nothing of the token; see AuthenticationExtensions).
     /// </summary>
-    public static bool TryFrom(IEnumerable<Claim> claims, ClaimNames names, out Caller caller, out Claim[] kept, out string error)
+    public static bool TryFrom(ClaimsIdentity validated, ClaimNames names, out Caller caller, out ClaimsIdentity kept, out string error)
     {
         caller = null!;
-        kept = [];
+        kept = null!;
         Claim? user = null, site = null, role = null, expiry = null;
         int users = 0, sites = 0, roles = 0;
-        foreach (var claim in claims)
+        foreach (var claim in validated.Claims)
         {
             var type = claim.Type;
             if (type == names.User)
@@ -61,7 +61,15 @@ public sealed partial record Caller(long SiteId, string Role, long UserId)
         }
 
         caller = new Caller(siteId, role.Value, userId);
-        kept = expiry is null ? [Copy(user!), Copy(site!), Copy(role)] : [Copy(user!), Copy(site!), Copy(role), Copy(expiry)];
+        kept = new ClaimsIdentity(validated.AuthenticationType, validated.NameClaimType, validated.RoleClaimType);
+        Keep(kept, user!);
+        Keep(kept, site!);
+        Keep(kept, role);
+        if (expiry is not null)
+        {
+            Keep(kept, expiry);
+        }
+
         return true;
     }
 
@@ -79,8 +87,10 @@ public sealed partial record Caller(long SiteId, string Role, long UserId)
         return false;
     }
 
-    // A claim refers back to its identity, and so to the parsed token: a copy holds neither.
-    private static Claim Copy(Claim claim) => new(claim.Type, claim.Value, claim.ValueType);
+    // A claim refers back to its identity, and so to the parsed token: a copy made for the new identity holds neither (one made
+    // for no identity would be copied again by AddClaim).
+    private static void Keep(ClaimsIdentity identity, Claim claim) =>
+        identity.AddClaim(new Claim(claim.Type, claim.Value, claim.ValueType, claim.Issuer, claim.OriginalIssuer, identity));
 
     private static string Shorten(string text) => text.Length <= 32 ? text : string.Concat(text.AsSpan(0, 32), "…");
 

@@ -57,14 +57,12 @@ public static class AuthenticationExtensions
             OnMessageReceived = context => keys.RefreshForAsync(context.Request.Headers.Authorization),
             OnTokenValidated = context =>
             {
-                var validated = (ClaimsIdentity)context.Principal!.Identity!;
-                if (Caller.TryFrom(validated.Claims, auth.Claims, out var caller, out var kept, out var error))
+                if (Caller.TryFrom((ClaimsIdentity)context.Principal!.Identity!, auth.Claims, out var caller, out var kept, out var error))
                 {
                     context.HttpContext.Features.Set(caller); // read once per request (DashboardApi, InvalidationApi)
                     // The principal a request keeps: a live stream holds its request as long as its token lasts, and the
                     // validated principal holds the parsed token and every claim (about 3 KB).
-                    context.Principal = new ClaimsPrincipal(
-                        new ClaimsIdentity(kept, validated.AuthenticationType, validated.NameClaimType, validated.RoleClaimType));
+                    context.Principal = new ClaimsPrincipal(kept);
                 }
                 else
                 {
