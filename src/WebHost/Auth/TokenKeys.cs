@@ -74,6 +74,9 @@ public sealed partial class TokenKeys : BackgroundService
     /// <summary>The algorithms a token may be signed with, from the key types configured.</summary>
     public IReadOnlyList<string> Algorithms { get; }
 
+    /// <summary>The key set in use: a new object whenever the JWKS is fetched (<see cref="ValidatedTokens"/> compares it).</summary>
+    internal object Current => _keys;
+
     /// <summary>The keys a token is checked against: the one its <c>kid</c> names, or all of them (SimpleJWT sets no <c>kid</c>).</summary>
     public IEnumerable<SecurityKey> Resolve(string? kid)
     {

@@ -2,6 +2,7 @@ using System.Security.Claims;
 using Microsoft.AspNetCore.Authentication;
 using Microsoft.AspNetCore.Authentication.JwtBearer;
 using Microsoft.Extensions.Options;
+using Microsoft.IdentityModel.JsonWebTokens;
 using Microsoft.IdentityModel.Tokens;
 using StatsCache.WebHost.Auth;
 
@@ -13,6 +14,8 @@ namespace StatsCache.WebHost.Hosting;
 /// </summary>
 public static class AuthenticationExtensions
 {
+    private const string BearerScheme = "Bearer ";
+
     public static WebApplicationBuilder AddStatsCacheAuthentication(this WebApplicationBuilder builder)
     {
         builder.Services.AddOptions<AuthOptions>()
@@ -26,14 +29,16 @@ public static class AuthenticationExtensions
         builder.Services.AddHttpClient(TokenKeys.HttpClientName);
         builder.Services.AddSingleton<TokenKeys>();
         builder.Services.AddHostedService(services => services.GetRequiredService<TokenKeys>());
+        builder.Services.AddSingleton<ValidatedTokens>();
+        builder.Services.AddHostedService<ValidatedTokensSweep>();
         builder.Services.AddAuthentication(JwtBearerDefaults.AuthenticationScheme).AddJwtBearer();
         builder.Services.AddOptions<JwtBearerOptions>(JwtBearerDefaults.AuthenticationScheme)
-            .Configure<IOptions<AuthOptions>, TokenKeys>((jwt, auth, keys) => Configure(jwt, auth.Value, keys));
+            .Configure<IOptions<AuthOptions>, TokenKeys, ValidatedTokens>((jwt, auth, keys, validated) => Configure(jwt, auth.Value, keys, validated));
         builder.Services.AddAuthorization();
         return builder;
     }
 
-    private static void Configure(JwtBearerOptions jwt, AuthOptions auth, TokenKeys keys)
+    private static void Configure(JwtBearerOptions jwt, AuthOptions auth, TokenKeys keys, ValidatedTokens validated)
     {
         jwt.MapInboundClaims = false; // keep the claims as the token names them
         jwt.SaveToken = false; // nothing reads the raw token back (GetTokenAsync): do not copy it into every request's properties
@@ -53,8 +58,22 @@ public static class AuthenticationExtensions
         };
         jwt.Events = new JwtBearerEvents
         {
-            // A token signed with a key the JWKS has gained since it was fetched: fetch it first.
-            OnMessageReceived = context => keys.RefreshForAsync(context.Request.Headers.Authorization),
+            OnMessageReceived = context =>
+            {
+                // A token this web host validated before, unexpired, under the same keys: the same text gets the same answer.
+                var authorization = context.Request.Headers.Authorization.ToString();
+                if (authorization.StartsWith(BearerScheme, StringComparison.OrdinalIgnoreCase)
+                    && validated.TryMatch(authorization.AsSpan(BearerScheme.Length).Trim(), out var known, out var principal))
+                {
+                    context.HttpContext.Features.Set(known);
+                    context.Principal = principal;
+                    context.Success();
+                    return Task.CompletedTask;
+                }
+
+                // A token signed with a key the JWKS has gained since it was fetched: fetch it first.
+                return keys.RefreshForAsync(authorization);
+            },
             OnTokenValidated = context =>
             {
                 if (Caller.TryFrom((ClaimsIdentity)context.Principal!.Identity!, auth.Claims, out var caller, out var kept, out var error))
@@ -63,6 +82,7 @@ public static class AuthenticationExtensions
                     // The principal a request keeps: a live stream holds its request as long as its token lasts, and the
                     // validated principal holds the parsed token and every claim (about 3 KB).
                     context.Principal = new ClaimsPrincipal(kept);
+                    validated.Keep(((JsonWebToken)context.SecurityToken).EncodedToken, caller, kept, context.SecurityToken.ValidTo);
                 }
                 else
                 {

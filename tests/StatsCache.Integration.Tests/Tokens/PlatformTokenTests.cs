@@ -6,7 +6,9 @@ using System.Security.Cryptography;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.DependencyInjection;
 using StatsCache.WebHost.Api;
+using StatsCache.WebHost.Auth;
 
 namespace StatsCache.Integration.Tests.Tokens;
 
@@ -157,6 +159,36 @@ public sealed class PlatformTokenTests(TestDatabase db) : IDisposable
         var fetchesBeforeOutage = jwks.Fetches;
         await PollAsync(async () => (await GetAsync(web, stranger)).StatusCode == HttpStatusCode.Unauthorized && jwks.Fetches > fetchesBeforeOutage, "a fetch during the outage");
         Assert.Equal(HttpStatusCode.OK, (await GetAsync(web, newToken)).StatusCode);
+    }
+
+    /// <summary>
+    /// The web host keeps the tokens it validated (<see cref="ValidatedTokens"/>) and matches a token sent again by its text:
+    /// never past its expiry, never in any other text. (Never after the keys changed: the rotation test above, whose old
+    /// token was matched before the rotation and refused after it.)
+    /// </summary>
+    [Fact]
+    public async Task ATokenSentAgainIsMatchedUntilItExpiresAndNoOtherTextMatchesIt()
+    {
+        await using var web = StatsCacheFactory.Started([("Auth:ClockSkew", "00:00:00")]);
+        var site = await db.NewWebsiteAsync();
+        var user = await db.NewUserAsync(site, "client");
+        var kept = web.Services.GetRequiredService<ValidatedTokens>();
+        var token = web.TokenFor(site, "client", user, lifetime: TimeSpan.FromSeconds(3));
+
+        Assert.Equal(HttpStatusCode.OK, (await GetAsync(web, token)).StatusCode);
+        Assert.True(kept.TryMatch(token, out var caller, out _), "The validated token is kept.");
+        Assert.Equal(new Caller(site, "client", user), caller);
+        Assert.Equal(HttpStatusCode.OK, (await GetAsync(web, token)).StatusCode);
+
+        // The same claims with one character of the signature changed (in the middle: the last one's low bits are padding).
+        var signature = token.LastIndexOf('.') + 10;
+        var altered = string.Concat(token.AsSpan(0, signature), token[signature] == 'A' ? "B" : "A", token.AsSpan(signature + 1));
+        await BadInputTests.AssertProblemAsync(await GetAsync(web, altered), HttpStatusCode.Unauthorized, "The bearer token's signature is invalid.");
+        Assert.False(kept.TryMatch(altered, out _, out _));
+
+        // Past its expiry (no clock skew here) the kept token is not matched: validated again, it is refused as expired.
+        await PollAsync(async () => (await GetAsync(web, token)).StatusCode == HttpStatusCode.Unauthorized, "the token refused once expired");
+        await BadInputTests.AssertProblemAsync(await GetAsync(web, token), HttpStatusCode.Unauthorized, "The bearer token has expired.");
     }
 
     [Fact]
