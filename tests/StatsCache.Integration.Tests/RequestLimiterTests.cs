@@ -94,16 +94,4 @@ public sealed class RequestLimiterTests
 
     // The wait is computed in floating point: equal to the microsecond.
     private static void AssertWait(double milliseconds, TimeSpan retryAfter) => Assert.Equal(milliseconds, retryAfter.TotalMilliseconds, 0.001);
-
-    /// <summary>A clock that moves only when told: timestamps in ticks of 100 ns.</summary>
-    private sealed class ManualClock : TimeProvider
-    {
-        private long _now = 1_000_000;
-
-        public override long TimestampFrequency => TimeSpan.TicksPerSecond;
-
-        public override long GetTimestamp() => _now;
-
-        public void Advance(TimeSpan by) => _now += by.Ticks;
-    }
 }
