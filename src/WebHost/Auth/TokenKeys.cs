@@ -84,13 +84,22 @@ public sealed partial class TokenKeys : BackgroundService
         return kid is not null && keys.ById.TryGetValue(kid, out var key) ? [key] : keys.All;
     }
 
-    /// <summary>
-    /// Before a token is checked: when it names a key id that none of the keys has, fetch the JWKS first (joining a
-    /// fetch in flight), unless the last fetch started less than <see cref="AuthOptions.JwksMinRefreshDuration"/> ago.
-    /// </summary>
-    public Task RefreshForAsync(string? authorization)
+    /// <summary>The token of an <c>Authorization</c> header of the bearer scheme (named in any case), trimmed; empty for any other header.</summary>
+    public static ReadOnlySpan<char> BearerTokenOf(string? authorization)
     {
-        if (_options.JwksUrl is null || KeyIdOf(authorization) is not { } kid || _keys.ById.ContainsKey(kid))
+        const string Scheme = "Bearer ";
+        return authorization is not null && authorization.StartsWith(Scheme, StringComparison.OrdinalIgnoreCase)
+            ? authorization.AsSpan(Scheme.Length).Trim()
+            : [];
+    }
+
+    /// <summary>
+    /// Before a token (<see cref="BearerTokenOf"/>) is checked: when it names a key id that none of the keys has, fetch the
+    /// JWKS first (joining a fetch in flight), unless the last fetch started less than <see cref="AuthOptions.JwksMinRefreshDuration"/> ago.
+    /// </summary>
+    public Task RefreshForAsync(ReadOnlySpan<char> token)
+    {
+        if (_options.JwksUrl is null || KeyIdOf(token) is not { } kid || _keys.ById.ContainsKey(kid))
         {
             return Task.CompletedTask;
         }
@@ -161,17 +170,16 @@ public sealed partial class TokenKeys : BackgroundService
         }
     }
 
-    private static string? KeyIdOf(string? authorization)
+    private static string? KeyIdOf(ReadOnlySpan<char> token)
     {
-        const string Scheme = "Bearer ";
-        if (authorization is null || !authorization.StartsWith(Scheme, StringComparison.OrdinalIgnoreCase))
+        if (token.IsEmpty)
         {
             return null;
         }
 
         try
         {
-            return new JsonWebToken(authorization[Scheme.Length..].Trim()).Kid;
+            return new JsonWebToken(token.ToString()).Kid;
         }
         catch (ArgumentException)
         {

@@ -14,8 +14,6 @@ namespace StatsCache.WebHost.Hosting;
 /// </summary>
 public static class AuthenticationExtensions
 {
-    private const string BearerScheme = "Bearer ";
-
     public static WebApplicationBuilder AddStatsCacheAuthentication(this WebApplicationBuilder builder)
     {
         builder.Services.AddOptions<AuthOptions>()
@@ -61,9 +59,8 @@ public static class AuthenticationExtensions
             OnMessageReceived = context =>
             {
                 // A token this web host validated before, unexpired, under the same keys: the same text gets the same answer.
-                var authorization = context.Request.Headers.Authorization.ToString();
-                if (authorization.StartsWith(BearerScheme, StringComparison.OrdinalIgnoreCase)
-                    && validated.TryMatch(authorization.AsSpan(BearerScheme.Length).Trim(), out var known, out var principal))
+                var token = TokenKeys.BearerTokenOf(context.Request.Headers.Authorization);
+                if (!token.IsEmpty && validated.TryMatch(token, out var known, out var principal))
                 {
                     context.HttpContext.Features.Set(known);
                     context.Principal = principal;
@@ -72,7 +69,7 @@ public static class AuthenticationExtensions
                 }
 
                 // A token signed with a key the JWKS has gained since it was fetched: fetch it first.
-                return keys.RefreshForAsync(authorization);
+                return keys.RefreshForAsync(token);
             },
             OnTokenValidated = context =>
             {
